@@ -1,0 +1,40 @@
+# Two commands do all the set-up on a fresh machine:
+#   make train    creates .venv, installs the project (CPU JAX), trains the default experiment
+#   make test     same environment, runs the whole test suite
+# JAX=cuda or JAX=tpu installs that JAX build instead; ARGS passes overrides to training.
+PYTHON ?= python3
+JAX ?= cpu
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(JAX)
+ARGS ?=
+export JAX_PLATFORMS ?= $(if $(filter cpu,$(JAX)),cpu,)
+
+.PHONY: install train test test-fast lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev,$(JAX)]"
+	rm -f $(VENV)/.installed-* && touch $@
+
+train: install
+	$(BIN)/python -m research.train $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest -q -n 2 --durations=15
+
+test-fast: install
+	$(BIN)/python -m pytest -q -n 2 -m "not slow and not slurm"
+
+lint: install
+	$(BIN)/ruff check research tests bench
+	$(BIN)/ruff format --check research tests bench
+
+bench: install
+	$(BIN)/python bench/loop_vs_pure_jax.py
+
+clean:
+	rm -rf $(VENV) runs multirun .pytest_cache

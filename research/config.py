@@ -1,0 +1,66 @@
+"""Config checks and resolvers: what makes a bad value fail with one line before any work.
+
+Hydra composes plain YAML without types, so ``data.batch_size=abc`` would reach the
+code as a string. ``check`` validates the values every run relies on; group files
+can add their own checks in code (e.g. the optimizer builder).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from research.errors import ConfigError
+
+# key, types accepted, predicate on the value, what the predicate requires
+CHECKS: list[tuple[str, tuple, Any, str]] = [
+    ("seed", (int,), lambda v: v >= 0, "a non-negative integer"),
+    ("data.batch_size", (int,), lambda v: v > 0, "a positive integer"),
+    ("data.eval_batch_size", (int,), lambda v: v > 0, "a positive integer"),
+    ("data.val_fraction", (int, float), lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("optimizer.learning_rate", (int, float), lambda v: v > 0, "a positive number"),
+    ("trainer.epochs", (int,), lambda v: v > 0, "a positive integer"),
+    ("trainer.max_steps", (int, type(None)), lambda v: v is None or v > 0, "a positive integer or null"),
+    ("trainer.steps_per_call", (int,), lambda v: v > 0, "a positive integer"),
+    ("trainer.log_every", (int,), lambda v: v > 0, "a positive integer"),
+    ("trainer.eval_every", (int, type(None)), lambda v: v is None or v > 0, "a positive integer or null"),
+    ("trainer.num_seeds", (int,), lambda v: v > 0, "a positive integer"),
+    ("trainer.early_stopping.mode", (str,), lambda v: v in ("max", "min"), "max or min"),
+    (
+        "trainer.early_stopping.patience",
+        (int, type(None)),
+        lambda v: v is None or v > 0,
+        "a positive integer or null",
+    ),
+    ("trainer.checkpoint.keep_best", (int,), lambda v: v > 0, "a positive integer"),
+]
+
+
+def check(cfg: DictConfig) -> None:
+    """Raise ConfigError naming the first key whose value is missing, mistyped or out of range."""
+    for key, types, ok, requirement in CHECKS:
+        node = OmegaConf.select(cfg, key, default="__absent__", throw_on_missing=False)
+        if node == "__absent__":
+            continue
+        if OmegaConf.is_missing(cfg, key):
+            raise ConfigError(f"{key} is required: set it on the command line ({key}=...)")
+        if isinstance(node, bool) or not isinstance(node, types) or not ok(node):
+            raise ConfigError(f"{key} must be {requirement}, got {node!r}")
+
+
+def run_id() -> str:
+    """A Slurm job's id (so a requeued job finds its run directory), else the launch time."""
+    job, array_task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if job and array_task:
+        return f"slurm-{job}_{array_task}"
+    if os.environ.get("SLURM_JOB_ID"):
+        return f"slurm-{os.environ['SLURM_JOB_ID']}"
+    return datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("run_id"):
+        OmegaConf.register_new_resolver("run_id", run_id, use_cache=True)

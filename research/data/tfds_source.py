@@ -1,0 +1,165 @@
+"""Image classification datasets from TFDS, read with ``tfds.data_source`` (no TensorFlow).
+
+``load`` is the ``_target_`` of every data config. It never downloads: TFDS datasets
+are prepared once with ``python -m research.data.prepare <name>`` (array_record
+files, random access), and bundled ones (digits) are built offline on first use.
+Training never reads the test split; validation is carved out of TFDS "train".
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from research.data import digits
+from research.data.base import Dataset
+from research.data.splits import TFDSSplit, carve_validation
+from research.data.tfds_logging import absl_errors_only
+from research.data.transforms import Augment, make_transform
+from research.errors import ConfigError, DataError
+
+# Datasets that ship with a pip package and are built offline on first use:
+# name -> prepare(data_dir, **build) returning a prepared TFDS builder.
+BUNDLED: dict[str, Callable[..., tfds.core.DatasetBuilder]] = {"digits": digits.prepare}
+
+
+def load(
+    name: str,
+    data_dir: str,
+    batch_size: int,
+    eval_batch_size: int,
+    val_fraction: float,
+    split_seed: int,
+    in_memory: bool,
+    pixel_max: float,
+    normalize: Mapping[str, Sequence[float] | None],
+    augment: Mapping[str, Any],
+    build: Mapping[str, Any] | None = None,
+) -> Dataset:
+    """Open ``name`` from ``data_dir`` as train/val/test splits with an on-device transform.
+
+    ``in_memory`` false streams the train split with grain; val and test are always
+    read into memory. ``normalize`` holds per-channel ``mean`` and ``std`` in units of ``pixel_max``;
+    both null means "compute them from the train split". ``augment`` holds the
+    fields of ``Augment``. ``build`` holds the options of a bundled dataset's build.
+    """
+    if batch_size <= 0 or eval_batch_size <= 0:
+        raise ConfigError(
+            f"data.batch_size and data.eval_batch_size must be positive, got {batch_size}, {eval_batch_size}"
+        )
+    data_dir = os.path.expanduser(data_dir)
+    builder = _builder(name, data_dir, build)
+    sources = _open_sources(builder, name, data_dir)
+    image_key, label_key = _supervised_keys(builder, name)
+
+    train, val = carve_validation(len(sources["train"]), val_fraction, split_seed)
+    if batch_size > len(train):
+        raise ConfigError(
+            f"data.batch_size={batch_size} exceeds the {len(train)} training examples of {name}"
+        )
+
+    def split(source: Sequence[dict], indices: np.ndarray, stream: bool) -> TFDSSplit:
+        return TFDSSplit(source, indices, image_key, label_key, in_memory=not stream)
+
+    # Only training batches stream: the engine evaluates from arrays kept on device.
+    splits = {
+        "train": split(sources["train"], train, stream=not in_memory),
+        "val": split(sources["train"], val, stream=False),
+        "test": split(sources["test"], np.arange(len(sources["test"])), stream=False),
+    }
+    features = builder.info.features
+    input_shape = tuple(features[image_key].shape)
+    mean, std = _normalization(normalize, splits["train"], pixel_max, channels=input_shape[-1])
+    return Dataset(
+        name=name,
+        input_shape=input_shape,
+        num_classes=features[label_key].num_classes,
+        splits=splits,
+        transform=make_transform(mean, std, pixel_max, Augment(**augment)),
+        batch_size=batch_size,
+        eval_batch_size=eval_batch_size,
+        class_names=list(features[label_key].names),
+    )
+
+
+def prepare_hint(name: str, data_dir: str) -> str:
+    """The one line that tells a user how to get ``name`` into ``data_dir``."""
+    return (
+        f"{name} is not prepared in {data_dir}: on a machine with internet run "
+        f"`pip install tensorflow-cpu importlib_resources && "
+        f"python -m research.data.prepare {name} --data_dir {data_dir}` "
+        f"and copy the folder here, or point data.data_dir (or TFDS_DATA_DIR) at a prepared copy"
+    )
+
+
+def _builder(name: str, data_dir: str, build: Mapping[str, Any] | None) -> tfds.core.DatasetBuilder:
+    """The TFDS builder of ``name``; bundled datasets are built here if they are missing."""
+    if name in BUNDLED:
+        if build is None:
+            raise ConfigError(f"data.build must hold the build options of the bundled dataset {name}")
+        return BUNDLED[name](data_dir, **build)
+    if build is not None:
+        raise ConfigError(
+            f"data.build only applies to bundled datasets ({', '.join(BUNDLED)}); remove it for {name}"
+        )
+    try:
+        return tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise DataError(
+            f"unknown dataset {name!r}: data.name must be a TFDS name (e.g. mnist) or {sorted(BUNDLED)}"
+        ) from None
+
+
+def _open_sources(builder: tfds.core.DatasetBuilder, name: str, data_dir: str) -> dict[str, Sequence[dict]]:
+    """Random-access "train" and "test" sources, or a DataError saying how to prepare them.
+
+    Nothing here downloads. What TFDS raises for missing or unreadable files varies, so
+    the builder's own ``is_prepared`` decides which message applies.
+    """
+    with absl_errors_only():  # the DataError below says it better than TFDS's warnings
+        prepared = builder.is_prepared()
+    if prepared and not {"train", "test"} <= set(builder.info.splits):
+        raise DataError(f"{name} needs 'train' and 'test' splits, it has {sorted(builder.info.splits)}")
+    try:
+        return builder.as_data_source(split={"train": "train", "test": "test"})
+    except Exception as err:
+        if prepared:  # e.g. built by TensorFlow users as tfrecord, which only tf.data reads
+            raise DataError(
+                f"{name} in {builder.data_path} cannot be read with random access ({type(err).__name__}: "
+                f"{str(err).splitlines()[0]}); delete that folder and run "
+                f"`python -m research.data.prepare {name} --data_dir {data_dir}`"
+            ) from err
+        raise DataError(prepare_hint(name, data_dir)) from err
+
+
+def _supervised_keys(builder: tfds.core.DatasetBuilder, name: str) -> tuple[str, str]:
+    keys = builder.info.supervised_keys
+    if not (isinstance(keys, tuple) and len(keys) == 2 and all(isinstance(k, str) for k in keys)):
+        raise DataError(
+            f"{name} has no (image, label) supervised keys: this loader reads image classification datasets"
+        )
+    return keys
+
+
+def _normalization(
+    normalize: Mapping[str, Sequence[float] | None], train: TFDSSplit, pixel_max: float, channels: int
+) -> tuple[Sequence[float], Sequence[float]]:
+    """Per-channel (mean, std): from the config, or measured on the train split (one read)."""
+    mean, std = normalize["mean"], normalize["std"]
+    if (mean is None) != (std is None):
+        raise ConfigError("data.normalize.mean and data.normalize.std must both be set or both be null")
+    if mean is None:
+        pixels = train.arrays()["image"]
+        axes = tuple(range(pixels.ndim - 1))
+        mean = pixels.mean(axis=axes, dtype=np.float64) / pixel_max
+        std = pixels.std(axis=axes, dtype=np.float64) / pixel_max
+        return mean.tolist(), std.tolist()
+    if not len(mean) == len(std) == channels:
+        raise ConfigError(
+            f"data.normalize.mean and std need one value per channel ({channels}): {list(mean)}, {list(std)}"
+        )
+    return list(mean), list(std)

@@ -1,0 +1,153 @@
+"""How batches reach the compiled step.
+
+Three feeds share one shape of step, ``scan(body, state, xs)`` with
+``batch = feed.gather(data, x)``:
+
+- ``MemoryFeed``: the split lives on device; ``xs`` are example indices
+  (steps x batch), so a step costs no host work beyond a tiny index transfer per
+  call. The order of every step derives from (seed, replica, epoch), so a resumed
+  run sees exactly the batches an uninterrupted one would.
+- ``StreamFeed``: batches come from a grain iterator on the host and are stacked
+  per call; the iterator position is checkpointed.
+- ``NoFeed``: RL tasks make their own data; ``xs`` is a placeholder.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+
+from research.data.base import Dataset, Split
+from research.engine.sharding import batch_sharding, replicated
+from research.errors import ConfigError
+
+
+class MemoryFeed:
+    kind = "memory"
+
+    def __init__(self, split: Split, batch_size: int, seed: int, num_seeds: int, mesh: Any):
+        arrays = split.arrays()
+        self.num_examples = split.num_examples
+        self.batch_size = batch_size
+        self.steps_per_epoch = self.num_examples // batch_size
+        self.seed, self.num_seeds, self.mesh = seed, num_seeds, mesh
+        self.data = jax.device_put(arrays, replicated(mesh))
+        self._perms: dict[tuple[int, int], np.ndarray] = {}
+        self.iterator = None
+
+    def example(self) -> dict:
+        return jax.tree.map(lambda a: a[: self.batch_size], self.data)
+
+    @staticmethod
+    def gather(data: dict, x: jax.Array) -> dict:
+        return jax.tree.map(lambda a: a[x], data)
+
+    def _perm(self, replica: int, epoch: int) -> np.ndarray:
+        key = (replica, epoch)
+        if key not in self._perms:
+            if len(self._perms) > 4 * self.num_seeds:
+                self._perms.clear()
+            rng = np.random.default_rng([self.seed, replica, epoch])
+            self._perms[key] = rng.permutation(self.num_examples).astype(np.int32)
+        return self._perms[key]
+
+    def xs(self, step: int, n: int) -> jax.Array:
+        """Indices for steps [step, step + n): (n, B), or (n, seeds, B) with several seeds."""
+        rows = []
+        for s in range(step, step + n):
+            epoch, pos = divmod(s, self.steps_per_epoch)
+            sl = slice(pos * self.batch_size, (pos + 1) * self.batch_size)
+            rows.append([self._perm(r, epoch)[sl] for r in range(self.num_seeds)])
+        idx = np.stack([np.stack(r) for r in rows])  # (n, seeds, B)
+        if self.num_seeds == 1:
+            idx = idx[:, 0]
+        return jax.device_put(idx, batch_sharding(self.mesh, idx.shape, axis=idx.ndim - 1))
+
+
+class StreamFeed:
+    kind = "stream"
+
+    def __init__(self, split: Split, batch_size: int, seed: int, mesh: Any):
+        self.num_examples = split.num_examples
+        self.batch_size = batch_size
+        self.steps_per_epoch = self.num_examples // batch_size
+        self.mesh = mesh
+        self.data = None
+        if batch_size % jax.process_count():
+            raise ConfigError(
+                f"data.batch_size={batch_size} must split evenly over {jax.process_count()} processes"
+            )
+        # Each process reads its own shard, a slice of every global batch.
+        self.iterator = split.iterator(
+            batch_size // jax.process_count(), seed, jax.process_index(), jax.process_count()
+        )
+        self._peek = next(self.iterator)
+        self._used_peek = False
+
+    def example(self) -> dict:
+        return self._peek
+
+    @staticmethod
+    def gather(data: None, x: dict) -> dict:
+        return x
+
+    def _next(self) -> dict:
+        if not self._used_peek:
+            self._used_peek = True
+            return self._peek
+        return next(self.iterator)
+
+    def xs(self, step: int, n: int) -> dict:
+        batches = [self._next() for _ in range(n)]
+        stacked = jax.tree.map(lambda *b: np.stack(b), *batches)
+
+        def global_batch(local: np.ndarray) -> jax.Array:
+            shape = (n, self.batch_size, *local.shape[2:])
+            sharding = batch_sharding(self.mesh, shape, axis=1)
+            return jax.make_array_from_process_local_data(sharding, local, shape)
+
+        return jax.tree.map(global_batch, stacked)
+
+    def restored(self) -> None:
+        """After the iterator state is restored, the peeked batch is stale."""
+        self._used_peek = True
+
+
+class NoFeed:
+    kind = "none"
+    steps_per_epoch = None
+    data = None
+    iterator = None
+
+    def __init__(self, num_seeds: int):
+        self.num_seeds = num_seeds
+
+    def example(self) -> None:
+        return None
+
+    @staticmethod
+    def gather(data: None, x: Any) -> None:
+        return None
+
+    def xs(self, step: int, n: int) -> np.ndarray:
+        return np.zeros((n, self.num_seeds) if self.num_seeds > 1 else (n,), np.int32)
+
+
+def eval_indices(num_examples: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every example once, in order, in (batches, B) rows; the last row padded and masked out."""
+    batches = -(-num_examples // batch_size)
+    idx = np.arange(batches * batch_size)
+    mask = (idx < num_examples).astype(np.float32)
+    idx = np.minimum(idx, num_examples - 1).astype(np.int32)
+    return idx.reshape(batches, batch_size), mask.reshape(batches, batch_size)
+
+
+def make_feed(dataset: Dataset | None, seed: int, num_seeds: int, mesh: Any):
+    if dataset is None:
+        return NoFeed(num_seeds)
+    split = dataset.splits["train"]
+    if split.in_memory:
+        return MemoryFeed(split, dataset.batch_size, seed, num_seeds, mesh)
+    return StreamFeed(split, dataset.batch_size, seed, mesh)

@@ -1,0 +1,62 @@
+"""SIGTERM/SIGUSR1 mean "save and leave": the loop checks the flag between calls.
+
+Slurm sends SIGTERM on preemption or ``scontrol requeue`` (and SIGUSR1 ahead of the
+time limit when asked to with ``--signal``). After the checkpoint is written the
+job requeues itself when Slurm allows it, and the rerun resumes in the same run
+directory, which is derived from the job id.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+
+class Preempted(Exception):
+    """Raised after the preemption checkpoint is saved."""
+
+
+class PreemptionFlag:
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous = {}
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.signal = signum
+
+    @property
+    def set(self) -> bool:
+        return self.signal is not None
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def requeue_if_slurm() -> bool:
+    """Ask Slurm to requeue this job (batch jobs started with --requeue). True when it accepted.
+
+    Only process 0 asks. When the signal came from Slurm's own requeue, the request
+    fails (the job is already pending a restart) and False is returned.
+    """
+    import jax
+
+    if jax.process_index() != 0:
+        return False
+    job = os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID")
+    job_id = (
+        f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+        if job
+        else os.environ.get("SLURM_JOB_ID")
+    )
+    if not job_id:
+        return False
+    try:
+        return (
+            subprocess.run(["scontrol", "requeue", job_id], capture_output=True, timeout=30).returncode == 0
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False

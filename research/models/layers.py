@@ -1,0 +1,32 @@
+"""Pieces shared by the model families: activations chosen by name in config."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from research.errors import ConfigError
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": jax.nn.relu,
+    "gelu": jax.nn.gelu,
+    "tanh": jnp.tanh,
+    "sigmoid": jax.nn.sigmoid,
+    "leaky_relu": jax.nn.leaky_relu,
+}
+
+
+def activation(name: str) -> Callable[[jax.Array], jax.Array]:
+    """The activation function called ``name``; a config typo fails here, before any compile."""
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"model.activation={name!r} is not one of: {', '.join(sorted(ACTIVATIONS))}")
+    return ACTIVATIONS[name]
+
+
+def check_rate(name: str, rate: float) -> float:
+    """Dropout-like rates must lie in [0, 1)."""
+    if not 0.0 <= rate < 1.0:
+        raise ConfigError(f"model.{name}={rate} must be in [0, 1)")
+    return float(rate)

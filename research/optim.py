@@ -1,0 +1,181 @@
+"""Optax optimizers built from the ``optimizer`` config group.
+
+The config names an optax function by ``_target_`` (``optax.sgd``, ``optax.adam``,
+``optax.adamw``, ``optax.rmsprop``); its keys go to that function, except the
+framework keys below, which wrap it in an optax chain:
+
+- ``learning_rate``: the peak learning rate; schedules interpolate it (``${..learning_rate}``).
+- ``schedule``: a nested config with its own ``_target_`` (an optax schedule). A null
+  ``decay_steps``/``transition_steps`` means the whole run and is filled from the number
+  of optimizer updates.
+- ``clip_norm``: clip gradients to this global norm first (null: no clipping).
+- ``l1``, ``l2``: penalties ``l1 * |w|`` and ``l2 / 2 * w^2`` added to the loss, i.e. their
+  gradients added before the optimizer (coupled). Decoupled weight decay is adamw's own
+  ``weight_decay``.
+- ``accumulate_steps``: average gradients over k calls and update once (``optax.MultiSteps``).
+- ``freeze``: regexes searched in parameter paths such as ``hidden/0/kernel``; matched
+  parameters get zero updates (``optax.set_to_zero``), e.g. for transfer learning.
+
+Because the config selects optax functions by name, this module is, with
+``research/experiment.py``, the one place that calls Hydra's ``instantiate``.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from research.errors import ConfigError
+
+FRAMEWORK_KEYS = ("learning_rate", "schedule", "clip_norm", "l1", "l2", "accumulate_steps", "freeze")
+RUN_LENGTH_KEYS = ("decay_steps", "transition_steps")  # schedule keys where null = the whole run
+TRAIN, FROZEN = "train", "frozen"
+
+
+def make_schedule(cfg: Mapping[str, Any], total_updates: int) -> optax.Schedule:
+    """The learning-rate schedule of ``cfg`` over ``total_updates`` optimizer updates."""
+    cfg = _plain(cfg)
+    learning_rate = _positive(cfg, "learning_rate")
+    schedule = cfg.get("schedule")
+    if schedule is None:
+        return optax.constant_schedule(learning_rate)
+    schedule = {k: total_updates if k in RUN_LENGTH_KEYS and v is None else v for k, v in schedule.items()}
+    warmup, decay = schedule.get("warmup_steps"), schedule.get("decay_steps")
+    if isinstance(warmup, int) and isinstance(decay, int) and warmup >= decay:
+        raise ConfigError(
+            f"optimizer.schedule.warmup_steps={warmup} must be below decay_steps={decay} (this run makes "
+            f"{total_updates} optimizer updates): lower it or use optimizer/schedule=constant"
+        )
+    fn = _instantiate("optimizer.schedule", schedule)
+    if not callable(fn):
+        target = schedule.get("_target_")
+        raise ConfigError(f"optimizer.schedule._target_={target!r} is not an optax schedule")
+    return fn
+
+
+def make_optimizer(cfg: Mapping[str, Any], total_updates: int) -> optax.GradientTransformation:
+    """The optax transformation that ``cfg`` describes, for a run of ``total_updates`` calls to update.
+
+    With ``accumulate_steps=k`` only every k-th call changes the parameters, so the
+    schedule spans ``total_updates // k`` real updates.
+    """
+    cfg = _plain(cfg)
+    if "_target_" not in cfg:
+        raise ConfigError("optimizer needs a _target_, e.g. optax.adam")
+    accumulate = _int_at_least(cfg, "accumulate_steps", 1)
+    schedule = make_schedule(cfg, max(total_updates // accumulate, 1))
+    kwargs = {k: v for k, v in cfg.items() if k not in FRAMEWORK_KEYS}
+    base = _instantiate("optimizer", kwargs, learning_rate=schedule)
+    if not isinstance(base, optax.GradientTransformation):
+        raise ConfigError(f"optimizer._target_={cfg['_target_']!r} does not return an optax optimizer")
+
+    parts = []
+    clip_norm = cfg.get("clip_norm")
+    if clip_norm is not None:
+        parts.append(optax.clip_by_global_norm(_positive(cfg, "clip_norm")))
+    l1, l2 = _non_negative(cfg, "l1"), _non_negative(cfg, "l2")
+    if l1:
+        parts.append(add_l1_penalty(l1))
+    if l2:
+        parts.append(optax.add_decayed_weights(l2))
+    tx = optax.chain(*parts, base)
+
+    freeze = cfg.get("freeze") or []
+    if freeze:
+        tx = optax.multi_transform({TRAIN: tx, FROZEN: optax.set_to_zero()}, freeze_labels(freeze))
+    if accumulate > 1:
+        tx = optax.MultiSteps(tx, every_k_schedule=accumulate).gradient_transformation()
+    return tx
+
+
+def add_l1_penalty(strength: float) -> optax.GradientTransformation:
+    """Adds ``strength * sign(w)``, the subgradient of ``strength * |w|``, to each gradient."""
+
+    def update(updates: Any, params: Any) -> Any:
+        return jax.tree.map(lambda g, w: g + strength * jnp.sign(w), updates, params)
+
+    return optax.stateless(update)
+
+
+def param_path(path: tuple) -> str:
+    """``hidden/0/kernel`` for a pytree key path (NNX Variables' trailing ``value`` dropped)."""
+    name = jax.tree_util.keystr(path, simple=True, separator="/")
+    return name.removesuffix("/value")
+
+
+def freeze_labels(patterns: list[str]) -> Callable[[Any], Any]:
+    """A labelling function for ``optax.multi_transform``: FROZEN where a pattern matches the path."""
+    try:
+        compiled = [re.compile(p) for p in patterns]
+    except (re.error, TypeError) as e:
+        raise ConfigError(f"optimizer.freeze={patterns} holds an invalid regex: {e}") from None
+
+    def labels(params: Any) -> Any:
+        paths = [param_path(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
+        for regex in compiled:
+            if not any(regex.search(p) for p in paths):
+                raise ConfigError(
+                    f"optimizer.freeze pattern {regex.pattern!r} matches no parameter; "
+                    f"paths look like {paths[0]!r}"
+                )
+        return jax.tree_util.tree_map_with_path(
+            lambda p, _: FROZEN if any(r.search(param_path(p)) for r in compiled) else TRAIN, params
+        )
+
+    return labels
+
+
+def _plain(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A resolved plain-dict copy, so interpolations like ``${..learning_rate}`` are numbers."""
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return copy.deepcopy(dict(cfg))
+
+
+def _instantiate(where: str, cfg: dict[str, Any], **kwargs: Any) -> Any:
+    try:
+        return instantiate(cfg, **kwargs)
+    except InstantiationException as e:
+        if str(e).startswith("Error locating target"):
+            raise ConfigError(f"{where}._target_={cfg.get('_target_')!r} cannot be imported") from None
+        cause = e.__cause__ or e
+        raise ConfigError(f"{where} ({cfg.get('_target_')}): {str(cause).splitlines()[0]}") from None
+
+
+def _number(cfg: dict[str, Any], key: str, default: float) -> float:
+    value = cfg.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"optimizer.{key} must be a number, got {value!r}")
+    return float(value)
+
+
+def _positive(cfg: dict[str, Any], key: str) -> float:
+    if key not in cfg:
+        raise ConfigError(f"optimizer.{key} is missing")
+    value = _number(cfg, key, 0.0)
+    if not value > 0:
+        raise ConfigError(f"optimizer.{key} must be > 0, got {value}")
+    return value
+
+
+def _non_negative(cfg: dict[str, Any], key: str) -> float:
+    value = _number(cfg, key, 0.0)
+    if value < 0:
+        raise ConfigError(f"optimizer.{key} must be >= 0, got {value}")
+    return value
+
+
+def _int_at_least(cfg: dict[str, Any], key: str, low: int) -> int:
+    value = cfg.get(key, low)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"optimizer.{key} must be an integer >= {low}, got {value!r}")
+    return value

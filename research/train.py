@@ -1,0 +1,40 @@
+"""Train any experiment: ``python -m research.train +experiment=<name> [overrides]``.
+
+Heavy libraries (JAX, Flax, Orbax, W&B) load inside ``main`` so that ``--help``
+and ``--cfg job`` answer at once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from research import cli
+from research.config import register_resolvers
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """One run. Returns ``summary[cfg.optimized_metric]`` for sweepers (Optuna)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode.name == "MULTIRUN"
+    group = Path(hydra_cfg.sweep.dir).name if multirun else None
+    with cli.report_errors(exit_on_error=not multirun):
+        from research.experiment import run
+
+        summary = run(cfg, Path(hydra_cfg.runtime.output_dir), wandb_group=group)
+        cli.print_summary(summary)
+        if cfg.get("optimized_metric"):
+            return float(summary[cfg.optimized_metric])
+    return None  # a failed job in a sweep: Optuna marks the trial failed and goes on
+
+
+if __name__ == "__main__":
+    cli.preflight()
+    main()

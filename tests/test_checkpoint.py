@@ -1,0 +1,40 @@
+"""Checkpoint retention: the latest and the best k survive, also across a restart of the process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+
+from research.engine.checkpoint import Checkpointer
+
+
+def _ckpt(directory: Path, mode: str = "max") -> Checkpointer:
+    return Checkpointer(directory, "val/accuracy", mode, keep_best=1, async_save=False)
+
+
+def test_best_survives_a_restart(tmp_path: Path) -> None:
+    ckpt = _ckpt(tmp_path)
+    ckpt.save(1, {"x": jnp.ones(3)}, {"step": 1}, metrics={"val/accuracy": 0.9})
+    ckpt.save(2, {"x": jnp.ones(3) * 2}, {"step": 2}, metrics={"val/accuracy": 0.5})
+    ckpt.close()
+
+    again = _ckpt(tmp_path)
+    state, meta = again.restore(2, {"x": jnp.zeros(3)})
+    assert meta["step"] == 2 and float(state["x"][0]) == 2.0
+    again.save(3, {"x": jnp.ones(3) * 3}, {"step": 3}, metrics={"val/accuracy": 0.4})
+    assert again.manager.all_steps() == [1, 3]
+    best, _ = again.restore(1, {"x": jnp.zeros(3)})
+    np.testing.assert_array_equal(best["x"], np.ones(3))
+    again.close()
+
+
+def test_ties_keep_the_newest_and_min_mode(tmp_path: Path) -> None:
+    ckpt = _ckpt(tmp_path, mode="min")
+    for step, loss in [(1, 0.3), (2, 0.2), (3, 0.2), (4, 0.5)]:
+        ckpt.save(step, {"x": jnp.ones(1) * step}, {"step": step}, metrics={"val/accuracy": loss})
+    assert ckpt.manager.all_steps() == [3, 4]
+    ckpt.save(5, {"x": jnp.ones(1)}, {"step": 5})  # a preemption save: no metrics
+    assert ckpt.manager.all_steps() == [3, 5]
+    ckpt.close()

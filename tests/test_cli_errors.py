@@ -1,0 +1,108 @@
+"""Bad input: one line on stderr, exit code 2, no traceback, nothing created or overwritten."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, TINY, run_train
+
+BAD = {
+    "unknown experiment": (
+        ["+experiment=does_not_exist"],
+        "unknown experiment 'does_not_exist': choose one of",
+    ),
+    "unknown key": (["trainer.epoch=3"], "unknown config key 'trainer.epoch'"),
+    "unknown group option": (["model=transformerz"], "no config 'transformerz' in group 'model'"),
+    "wrong type": (["data.batch_size=abc"], "data.batch_size must be a positive integer, got 'abc'"),
+    "negative learning rate": (
+        ["optimizer.learning_rate=-0.1"],
+        "optimizer.learning_rate must be a positive number",
+    ),
+    "zero batch size": (["data.batch_size=0"], "data.batch_size must be a positive integer, got 0"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_override_is_one_line(case: str, run_dir: Path) -> None:
+    overrides, expected = BAD[case]
+    proc = run_train(*overrides, *TINY, f"hydra.run.dir={run_dir}", check=False, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert expected in lines[0]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert not run_dir.exists()
+
+
+@pytest.mark.skipif(
+    os.geteuid() == 0, reason="root can write anywhere; the permission check needs a normal user"
+)
+def test_unwritable_run_dir(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    proc = run_train(*TINY, f"hydra.run.dir={locked / 'run'}", check=False, timeout=60)
+    assert proc.returncode == 2 and "not writable" in proc.stderr
+
+
+def test_unwritable_run_dir_as_file(tmp_path: Path) -> None:
+    """A path under a regular file can never be created, even by root."""
+    blocker = tmp_path / "file"
+    blocker.write_text("keep me")
+    proc = run_train(*TINY, f"hydra.run.dir={blocker / 'run'}", check=False, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "not writable" in proc.stderr and "Traceback" not in proc.stderr
+    assert blocker.read_text() == "keep me"
+
+
+def test_sweep_value_checked_before_any_job(tmp_path: Path) -> None:
+    proc = run_train(
+        "-m",
+        *TINY,
+        "optimizer.learning_rate=1e-3,-1",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        check=False,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "optimizer.learning_rate must be a positive number, got -1" in proc.stderr
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_help_and_cfg_job_answer_without_jax() -> None:
+    code = (
+        "import sys, runpy; sys.argv=['research.train','--cfg','job'];\n"
+        "try:\n runpy.run_module('research.train', run_name='__main__')\nexcept SystemExit: pass\n"
+        "assert 'jax' not in sys.modules, 'jax imported by --cfg job'"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "optimizer:" in proc.stdout and "learning_rate" in proc.stdout
+    helped = subprocess.run(
+        [sys.executable, "-m", "research.train", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert helped.returncode == 0 and "experiment" in helped.stdout
+
+
+def test_dataset_not_prepared_says_how_to_prepare_it(run_dir: Path, tmp_path: Path) -> None:
+    proc = run_train(
+        "+experiment=mnist_mlp",
+        *TINY,
+        f"hydra.run.dir={run_dir}",
+        check=False,
+        timeout=120,
+        env={"TFDS_DATA_DIR": str(tmp_path / "empty")},
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "python -m research.data.prepare mnist" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,96 @@
+"""MLP and CNN: shapes, activations by name, and train/eval behaviour of dropout and batch norm."""
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from research.errors import ConfigError
+from research.models.cnn import CNN
+from research.models.layers import ACTIVATIONS
+from research.models.mlp import MLP
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+IMAGE = (8, 8, 1)
+
+
+def images(n: int, seed: int = 0) -> jax.Array:
+    return jax.random.normal(jax.random.PRNGKey(seed), (n, *IMAGE))
+
+
+def rngs(seed: int = 0) -> nnx.Rngs:
+    return nnx.Rngs(params=seed, dropout=seed + 1)
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_output_shapes_for_each_activation(activation):
+    # Abstract evaluation: builds and runs each model on shapes only, without compiling.
+    def outputs(x):
+        mlp = MLP(IMAGE, 10, [16, 8], activation, rngs=rngs())
+        cnn = CNN(IMAGE, 7, [4, 8], 3, "avg", 2, 2, [16], activation, rngs=rngs())
+        return mlp(x), cnn(x)
+
+    mlp_out, cnn_out = jax.eval_shape(outputs, jax.ShapeDtypeStruct((3, *IMAGE), jnp.float32))
+    assert mlp_out.shape == (3, 10) and cnn_out.shape == (3, 7)
+
+
+def test_unknown_activation_names_the_valid_ones():
+    with pytest.raises(ConfigError, match="gelu, leaky_relu, relu, sigmoid, tanh"):
+        MLP(IMAGE, 10, [16], "swish", rngs=rngs())
+
+
+def test_cnn_rejects_pooling_below_one_pixel_and_bad_rates():
+    with pytest.raises(ConfigError, match="below 1 pixel"):
+        CNN(IMAGE, 10, [4, 4, 4, 4], rngs=rngs())
+    with pytest.raises(ConfigError, match="model.pool"):
+        CNN(IMAGE, 10, [4], pool="median", rngs=rngs())
+    with pytest.raises(ConfigError, match="dropout"):
+        MLP(IMAGE, 10, [16], dropout=1.0, rngs=rngs())
+
+
+def test_dropout_is_active_only_in_train_mode():
+    model = MLP(IMAGE, 10, [256], dropout=0.5, rngs=rngs())
+    x = images(4)
+    hidden = lambda m: m.activation(m.hidden[0](x.reshape(4, -1)))
+    model.train()
+    first, second = model(x), model(x)
+    assert not np.allclose(first, second)  # a fresh mask per call
+    active = np.asarray(hidden(model)) != 0
+    dropped = np.asarray(model.dropout(hidden(model)))
+    assert 0.35 < np.mean(dropped[active] == 0) < 0.65  # rate 0.5 of the active units
+    model.eval()
+    reference = model.head(hidden(model))
+    np.testing.assert_allclose(model(x), reference, rtol=1e-6)
+    np.testing.assert_array_equal(model(x), model(x))
+
+
+def test_batch_norm_updates_stats_in_train_and_uses_them_in_eval():
+    model = CNN(IMAGE, 10, [4], batch_norm=True, batch_norm_momentum=0.5, rngs=rngs())
+    x = images(16) * 3.0 + 2.0
+    stats = lambda: jax.tree.map(np.array, nnx.state(model, nnx.BatchStat).to_pure_dict())
+    before = stats()
+    model.train()
+    batch_out, single_out = model(x), model(x[:1])
+    # Train mode normalises with the batch's statistics: an example's output depends on its batch.
+    assert not np.allclose(batch_out[:1], single_out, atol=1e-4)
+    after = stats()
+    assert not np.allclose(before["blocks"][0]["norm"]["mean"], after["blocks"][0]["norm"]["mean"])
+
+    model.eval()
+    out = model(x)
+    np.testing.assert_allclose(out[:1], model(x[:1]), rtol=1e-5, atol=1e-6)  # running stats: per example
+    jax.tree.map(np.testing.assert_array_equal, stats(), after)
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_configs_instantiate_with_listconfig_args(name):
+    with initialize_config_dir(CONF, version_base="1.3"):
+        cfg = compose(f"model/{name}")
+    model_fn = instantiate(cfg.model, _partial_=True)  # list args arrive as ListConfig
+    forward = lambda x: model_fn(input_shape=IMAGE, num_outputs=3, rngs=rngs())(x)
+    assert jax.eval_shape(forward, jax.ShapeDtypeStruct((2, *IMAGE), jnp.float32)).shape == (2, 3)

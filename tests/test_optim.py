@@ -1,0 +1,174 @@
+"""make_optimizer: every optimizer and schedule config, and each framework key doing its job."""
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from hydra import compose, initialize_config_dir
+
+from research.errors import ConfigError
+from research.optim import make_optimizer, make_schedule
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+ADAM = {"_target_": "optax.adam", "learning_rate": 1e-3}
+
+
+def optimizer_cfg(name: str, *overrides: str):
+    """The optimizer node as the training config composes it (constant schedule unless overridden)."""
+    from research.config import register_resolvers
+
+    register_resolvers()
+    schedule = (
+        [] if any(o.startswith("optimizer/schedule=") for o in overrides) else ["optimizer/schedule=constant"]
+    )
+    with initialize_config_dir(CONF, version_base="1.3"):
+        return compose("train", overrides=[f"optimizer={name}", *schedule, *overrides]).optimizer
+
+
+def regression_problem(n: int = 64, dim: int = 4):
+    x = jax.random.normal(jax.random.PRNGKey(0), (n, dim))
+    w_true = jnp.arange(1.0, dim + 1)
+    return x, x @ w_true
+
+
+def mse(w, x, y):
+    return 0.5 * jnp.mean((x @ w - y) ** 2)
+
+
+def run(tx: optax.GradientTransformation, params, grad_fn, steps: int):
+    """``steps`` updates of ``params`` in one compiled scan."""
+
+    def body(carry, _):
+        p, s = carry
+        updates, s = tx.update(grad_fn(p), s, p)
+        return (optax.apply_updates(p, updates), s), None
+
+    (params, _), _ = jax.jit(lambda p: jax.lax.scan(body, (p, tx.init(p)), None, length=steps))(params)
+    return params
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop"])
+@pytest.mark.parametrize("schedule", ["constant", "warmup_cosine", "step"])
+def test_each_optimizer_and_schedule_reduces_a_regression_loss(name, schedule):
+    overrides = [f"optimizer/schedule={schedule}", "optimizer.learning_rate=0.05"]
+    if schedule == "warmup_cosine":
+        overrides.append("optimizer.schedule.warmup_steps=5")
+    if schedule == "step":
+        overrides.append("optimizer.schedule.transition_steps=50")
+    tx = make_optimizer(optimizer_cfg(name, *overrides), total_updates=100)
+    x, y = regression_problem()
+    w0 = jnp.zeros(x.shape[1])
+    w = run(tx, w0, lambda w: jax.grad(mse)(w, x, y), steps=100)
+    assert mse(w, x, y) < 0.2 * mse(w0, x, y)
+
+
+def test_null_run_lengths_are_filled_with_the_run_and_accumulation_shortens_it():
+    cfg = optimizer_cfg("adam", "optimizer/schedule=warmup_cosine", "optimizer.schedule.warmup_steps=10")
+    schedule = make_schedule(cfg, total_updates=100)
+    assert float(schedule(10)) == pytest.approx(1e-3)  # peak from ${..learning_rate}
+    assert float(schedule(55)) == pytest.approx(0.5e-3, rel=1e-3)  # halfway through the cosine
+    assert float(schedule(100)) == pytest.approx(0.0, abs=1e-9)
+    # With accumulation, make_optimizer's schedule spans the real updates: 100 calls = 25 updates.
+    assert make_schedule(cfg, total_updates=100 // 4)(25) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_warmup_longer_than_the_run_is_a_clear_error():
+    cfg = optimizer_cfg("adam", "optimizer/schedule=warmup_cosine", "optimizer.schedule.warmup_steps=100")
+    with pytest.raises(ConfigError, match="warmup_steps=100 must be below decay_steps=64"):
+        make_optimizer(cfg, total_updates=64)
+
+
+def test_clip_norm_bounds_the_update_norm():
+    cfg = {"_target_": "optax.sgd", "learning_rate": 1.0, "clip_norm": 0.5}
+    tx = make_optimizer(cfg, total_updates=1)
+    params = {"a": jnp.zeros(3), "b": jnp.zeros((2, 2))}
+    grads = {"a": jnp.full(3, 10.0), "b": jnp.full((2, 2), -7.0)}
+    updates, _ = tx.update(grads, tx.init(params), params)
+    assert float(optax.global_norm(updates)) == pytest.approx(0.5, rel=1e-5)
+    small = jax.tree.map(lambda g: g * 1e-3, grads)
+    updates, _ = tx.update(small, tx.init(params), params)
+    assert float(optax.global_norm(updates)) == pytest.approx(float(optax.global_norm(small)), rel=1e-5)
+
+
+def test_coupled_l2_and_decoupled_weight_decay_differ_as_expected():
+    """With no loss gradient, Adam normalises an L2 gradient to ~lr per step whatever the weight,
+    while AdamW shrinks the weight by the factor (1 - lr * wd) per step; with SGD, L2 is weight decay."""
+    lr, strength, steps, w0 = 0.1, 0.1, 10, jnp.array([100.0])
+    zero_grad = lambda w: jnp.zeros_like(w)
+    adam_l2 = make_optimizer({"_target_": "optax.adam", "learning_rate": lr, "l2": strength}, steps)
+    adamw = make_optimizer({"_target_": "optax.adamw", "learning_rate": lr, "weight_decay": strength}, steps)
+    sgd_l2 = make_optimizer({"_target_": "optax.sgd", "learning_rate": lr, "l2": strength}, steps)
+    assert float(run(adam_l2, w0, zero_grad, steps)[0]) == pytest.approx(100.0 - steps * lr, abs=1e-3)
+    decayed = 100.0 * (1 - lr * strength) ** steps
+    assert float(run(adamw, w0, zero_grad, steps)[0]) == pytest.approx(decayed, rel=1e-5)
+    assert float(run(sgd_l2, w0, zero_grad, steps)[0]) == pytest.approx(decayed, rel=1e-5)
+
+
+def test_l1_pushes_small_weights_to_zero():
+    target = jnp.array([3.0, 0.05, -0.04])
+    grad = lambda w: w - target  # of 0.5 * |w - target|^2
+    cfg = {"_target_": "optax.sgd", "learning_rate": 0.01}
+    plain = run(make_optimizer(cfg, 1000), jnp.ones(3), grad, 1000)
+    sparse = run(make_optimizer({**cfg, "l1": 0.1}, 1000), jnp.ones(3), grad, 1000)
+    np.testing.assert_allclose(plain, target, atol=1e-3)
+    # Soft-thresholding: the big weight shrinks by l1, weights below l1 end at ~0.
+    assert float(sparse[0]) == pytest.approx(2.9, abs=1e-3)
+    assert np.all(np.abs(sparse[1:]) < 2e-3)
+
+
+def test_accumulating_k_micro_batches_equals_one_step_on_the_big_batch():
+    x, y = regression_problem(n=8)
+    grad = lambda w, xb, yb: jax.grad(mse)(w, xb, yb)
+    cfg = {"_target_": "optax.sgd", "learning_rate": 0.1, "momentum": 0.9}
+    w0 = jnp.zeros(x.shape[1])
+
+    big = make_optimizer(cfg, total_updates=1)
+    updates, _ = big.update(grad(w0, x, y), big.init(w0), w0)
+    expected = optax.apply_updates(w0, updates)
+
+    tx = make_optimizer({**cfg, "accumulate_steps": 4}, total_updates=4)
+    w, state = w0, tx.init(w0)
+    for i in range(4):
+        updates, state = tx.update(grad(w, x[2 * i : 2 * i + 2], y[2 * i : 2 * i + 2]), state, w)
+        w = optax.apply_updates(w, updates)
+        if i < 3:
+            np.testing.assert_array_equal(w, w0)  # no update before the k-th micro-batch
+    np.testing.assert_allclose(w, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_freeze_leaves_matched_params_bit_identical():
+    params = {"encoder": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}, "head": {"kernel": jnp.ones(2)}}
+    cfg = {"_target_": "optax.adamw", "learning_rate": 0.1, "l2": 0.1, "freeze": ["^encoder/"]}
+    tx = make_optimizer(cfg, total_updates=3)
+    new = run(tx, params, lambda p: jax.tree.map(jnp.ones_like, p), steps=3)
+    np.testing.assert_array_equal(new["encoder"]["kernel"], params["encoder"]["kernel"])
+    np.testing.assert_array_equal(new["encoder"]["bias"], params["encoder"]["bias"])
+    assert not np.allclose(new["head"]["kernel"], params["head"]["kernel"])
+
+
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        ({**ADAM, "learning_rate": -1e-3}, "optimizer.learning_rate must be > 0"),
+        ({**ADAM, "_target_": "optax.adamm"}, "optimizer._target_='optax.adamm' cannot be imported"),
+        ({**ADAM, "beta": 0.9}, "unexpected keyword argument 'beta'"),
+        ({**ADAM, "clip_norm": 0}, "optimizer.clip_norm must be > 0"),
+        ({**ADAM, "l2": -1}, "optimizer.l2 must be >= 0"),
+        ({**ADAM, "accumulate_steps": 0}, "accumulate_steps"),
+        ({**ADAM, "freeze": ["("]}, "invalid regex"),
+        ({**ADAM, "schedule": {"_target_": "optax.nope"}}, "optimizer.schedule._target_"),
+    ],
+)
+def test_bad_values_raise_one_line_config_errors(cfg, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")) as info:
+        make_optimizer(cfg, total_updates=10)
+    assert "\n" not in str(info.value)
+
+
+def test_freeze_pattern_that_matches_nothing_is_an_error():
+    tx = make_optimizer({"_target_": "optax.sgd", "learning_rate": 0.1, "freeze": ["decoder"]}, 1)
+    with pytest.raises(ConfigError, match="'decoder' matches no parameter"):
+        tx.init({"encoder": {"kernel": jnp.ones(2)}})
