@@ -1,0 +1,119 @@
+"""Several runs as one program: independent seeds, and a grid of learning rates.
+
+A run of R = len(values) * num_seeds replicas vmaps init, train and eval over a
+leading replica axis; replica ``r`` takes value ``r // num_seeds`` and seed index
+``r % num_seeds``. Seed index ``s`` fixes the initialisation and the data order, so
+the replicas of one seed differ only by their learning rate, and with one seed
+replica ``v`` is exactly the single run at learning rate ``values[v]``.
+
+The learning rate is gridded by scaling each replica's updates by
+``values[v] / optimizer.learning_rate``: every optax optimizer applies its learning
+rate (and schedule) as the last factor of its update, so this runs the whole
+schedule at the replica's peak learning rate. The factor sits in the optimizer
+state, so it is checkpointed with it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from research.errors import ConfigError
+
+GRIDDABLE = ("optimizer.learning_rate",)
+
+
+class ReplicaScaleState(NamedTuple):
+    scale: jax.Array  # this replica's learning rate over the configured one
+
+
+def scale_by_replica() -> optax.GradientTransformation:
+    """Multiply updates by the replica's factor (1 until ``set_scales`` writes the grid)."""
+
+    def init(params: Any) -> ReplicaScaleState:
+        del params
+        return ReplicaScaleState(jnp.ones((), jnp.float32))
+
+    def update(updates: Any, state: ReplicaScaleState, params: Any = None) -> tuple[Any, ReplicaScaleState]:
+        del params
+        return jax.tree.map(lambda u: u * state.scale.astype(u.dtype), updates), state
+
+    return optax.GradientTransformation(init, update)
+
+
+@dataclasses.dataclass(frozen=True)
+class Replicas:
+    """The replica layout of a run: ``num_seeds`` seeds times the grid ``values`` of ``key``."""
+
+    num_seeds: int = 1
+    key: str | None = None
+    values: tuple[float, ...] = ()
+    base_value: float | None = None  # the configured value the optimizer was built with
+
+    def __post_init__(self) -> None:
+        if self.key is not None and self.key not in GRIDDABLE:
+            raise ConfigError(f"trainer.vmap_over={self.key!r}: one program can grid {', '.join(GRIDDABLE)}")
+        if self.key is not None and not self.values:
+            raise ConfigError(f"trainer.vmap_over={self.key} needs trainer.vmap_values, e.g. [1e-3,1e-2]")
+        if self.key is None and self.values:
+            raise ConfigError("trainer.vmap_values needs trainer.vmap_over=optimizer.learning_rate")
+        if any(not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0 for v in self.values):
+            raise ConfigError(f"trainer.vmap_values={list(self.values)} must be positive numbers")
+        if self.key is not None and not (isinstance(self.base_value, (int, float)) and self.base_value > 0):
+            raise ConfigError(f"trainer.vmap_over={self.key} needs a positive {self.key} to scale from")
+
+    @property
+    def count(self) -> int:
+        return max(len(self.values), 1) * self.num_seeds
+
+    @property
+    def vmapped(self) -> bool:
+        return self.count > 1
+
+    @property
+    def grids_learning_rate(self) -> bool:
+        return self.key == "optimizer.learning_rate"
+
+    def rngs(self, seed: int) -> jax.Array:
+        """One init key per replica (a single key when there is one replica)."""
+        key = jax.random.PRNGKey(seed)
+        if self.num_seeds == 1:
+            return jnp.stack([key] * self.count) if self.vmapped else key
+        return jnp.tile(jax.random.split(key, self.num_seeds), (self.count // self.num_seeds, 1))
+
+    def scales(self) -> np.ndarray:
+        """Each replica's learning rate over the configured one."""
+        values = np.repeat(np.asarray(self.values, np.float32), self.num_seeds)
+        return values / np.float32(self.base_value)
+
+    def optimizer(self, make_optimizer: Callable[[int], optax.GradientTransformation]) -> Callable:
+        """``make_optimizer`` ending with the per-replica factor, when gridding the learning rate."""
+        if not self.grids_learning_rate:
+            return make_optimizer
+        return lambda total_updates: optax.chain(make_optimizer(total_updates), scale_by_replica())
+
+    def set_scales(self, state: Any) -> Any:
+        """Write each replica's factor into its optimizer state (inside the jitted init)."""
+        if not self.grids_learning_rate:
+            return state
+        scales = jnp.asarray(self.scales())
+        return jax.tree.map(
+            lambda s: ReplicaScaleState(scales) if isinstance(s, ReplicaScaleState) else s,
+            state,
+            is_leaf=lambda s: isinstance(s, ReplicaScaleState),
+        )
+
+    def summary(self) -> dict[str, list]:
+        """Which replica is which, next to the per-replica metric lists of the summary."""
+        if self.key is None:
+            return {}
+        return {
+            f"replicas/{self.key}": np.repeat(self.values, self.num_seeds).tolist(),
+            "replicas/seed_index": np.tile(np.arange(self.num_seeds), len(self.values)).tolist(),
+        }
