@@ -1,0 +1,80 @@
+"""Sweeps through the CLI: a grid multirun compared with research.compare, and an Optuna search
+that is interrupted and continued from its study storage."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from research import compare
+from tests.conftest import TINY, run_train, train_cmd
+
+FAST = ("+experiment=digits_mlp", "optimizer/schedule=constant", "+debug=fast", *TINY)
+STUDY = "digits_mlp_tpe"  # hparams_search=digits_optuna names its study <experiment name>_tpe
+TRIAL_TIMEOUT_S = 120
+
+
+def test_grid_sweep_gives_each_job_a_run_dir_and_compares(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    run_train("-m", *FAST, "optimizer.learning_rate=1e-2,1e-3", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    summaries = {}
+    for job, lr in ((0, 1e-2), (1, 1e-3)):
+        config = yaml.safe_load((sweep / str(job) / ".hydra" / "config.yaml").read_text())
+        assert config["optimizer"]["learning_rate"] == lr
+        summaries[lr] = json.loads((sweep / str(job) / "summary.json").read_text())
+
+    compare.main([str(sweep), "--metrics", "test/accuracy,test/loss"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header == ["optimizer.learning_rate", "n", "test/accuracy", "test/loss", "runs"]
+    for line in lines[2:]:
+        cells = dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True))
+        summary = summaries[float(cells["optimizer.learning_rate"])]
+        assert float(cells["test/accuracy"]) == pytest.approx(summary["test/accuracy"], abs=5e-4)
+        assert float(cells["test/loss"]) == pytest.approx(summary["test/loss"], rel=1e-3)
+    assert (sweep / "compare" / "train_loss.png").stat().st_size > 0
+
+
+def _study(cwd: Path):
+    import optuna
+
+    storage = f"sqlite:///{cwd / 'runs' / 'optuna' / STUDY / 'study.db'}"
+    return optuna.load_study(study_name=STUDY, storage=storage)
+
+
+def _finished_trials(cwd: Path) -> int:
+    return len(list((cwd / "runs" / "optuna" / STUDY).glob("*/*/summary.json")))
+
+
+@pytest.mark.slow
+def test_optuna_search_stopped_halfway_continues_the_same_study(tmp_path):
+    import optuna
+
+    search = ("-m", *FAST, "hparams_search=digits_optuna")
+    first = subprocess.Popen(
+        train_cmd(*search), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.time() + 4 * TRIAL_TIMEOUT_S
+    while _finished_trials(tmp_path) < 4 and first.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    first.send_signal(signal.SIGINT)  # Ctrl-C halfway through the 8 trials
+    _, err = first.communicate(timeout=TRIAL_TIMEOUT_S)
+    done_before = [t for t in _study(tmp_path).trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert 4 <= len(done_before) < 8, err[-2000:]
+
+    run_train(*search, "hydra.sweeper.n_trials=4", cwd=tmp_path, timeout=8 * TRIAL_TIMEOUT_S)
+    study = _study(tmp_path)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == len(done_before) + 4  # the earlier trials are still there, 4 more ran
+    assert {t.number for t in done_before} < {t.number for t in done}
+
+    sweeps = sorted(p for p in (tmp_path / "runs" / "optuna" / STUDY).iterdir() if p.is_dir())
+    results = yaml.safe_load((sweeps[-1] / "optimization_results.yaml").read_text())
+    assert results["best_value"] == pytest.approx(max(t.value for t in done))
+    assert results["best_params"] == study.best_params
