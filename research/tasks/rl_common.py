@@ -1,0 +1,153 @@
+"""Pieces PPO and DQN share: state hygiene, GAE, episode-return metrics, greedy evaluation.
+
+All functions are pure and jittable, and work unchanged under the engine's
+``vmap`` over seeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from research.errors import ConfigError
+
+ENV_RNG_IMPLS = ("threefry2x32", "unsafe_rbg")
+
+
+def raw_key(rng: jax.Array) -> jax.Array:
+    """A raw uint32 threefry key, whichever kind the engine passed: it checkpoints as a plain array."""
+    if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
+        return jax.random.key_data(rng)
+    return rng
+
+
+def check_env_rng(task: str, impl: str) -> str:
+    require(
+        impl in ENV_RNG_IMPLS, f"task.env_rng={impl!r} for {task} must be one of: {', '.join(ENV_RNG_IMPLS)}"
+    )
+    return impl
+
+
+def env_keys(key: jax.Array, shape: tuple[int, ...], impl: str) -> jax.Array:
+    """Typed keys of ``impl`` for env steps, drawn from a threefry ``key`` in one bulk call.
+
+    gymnax splits its key and samples inside every step (the auto-reset). On CPU a
+    threefry call is a rolled loop of ~80 small ops, several times the cost of the
+    CartPole step itself; ``unsafe_rbg`` keys make those calls single fused ops. Its
+    key data (4 words) is filled from threefry here, so the streams stay independent.
+    """
+    if impl == "threefry2x32":
+        return jax.random.wrap_key_data(jax.random.split(key, shape))
+    words = jax.random.key_data(jax.random.split(key, (*shape, 2))).reshape(*shape, 4)
+    return jax.random.wrap_key_data(words, impl=impl)
+
+
+def strong(tree: Any) -> Any:
+    """The same pytree without weak types (gymnax leaves some), so scan carries keep one type."""
+    return jax.tree.map(lambda x: jnp.asarray(x, dtype=jnp.asarray(x).dtype), tree)
+
+
+def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, dict]:
+    """(graphdef, parameters as a plain nested dict): the dict is what the state and optimizer hold."""
+    graphdef, params = nnx.split(model, nnx.Param)
+    return graphdef, nnx.to_pure_dict(params)
+
+
+def model_graphdef(build: Callable[..., nnx.Module]) -> nnx.GraphDef:
+    """The static structure of ``build(rngs=...)``, found without allocating or computing anything."""
+    abstract = nnx.eval_shape(lambda: build(rngs=nnx.Rngs(0)))
+    return nnx.split(abstract, nnx.Param)[0]
+
+
+def require(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+def positive_ints(task: str, **values: Any) -> None:
+    """Every value is an int > 0, else a ConfigError naming ``task.<key>``."""
+    for key, value in values.items():
+        ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+        require(ok, f"task.{key} must be a positive integer for {task}, got {value!r}")
+
+
+def gae(
+    rewards: jax.Array,
+    values: jax.Array,
+    next_values: jax.Array,
+    terminated: jax.Array,
+    done: jax.Array,
+    gamma: float,
+    gae_lambda: float,
+) -> tuple[jax.Array, jax.Array]:
+    """Generalised advantage estimates and value targets over a (time, envs) rollout.
+
+    ``next_values`` are the values of the true next observations (before auto-reset),
+    so a time-limit truncation bootstraps from the state it cut off, while a real
+    termination (``terminated``) does not; either kind of episode end (``done``) stops
+    the advantage from flowing back across the episode boundary.
+    """
+    deltas = rewards + gamma * next_values * (1.0 - terminated) - values
+    decay = gamma * gae_lambda * (1.0 - done)
+
+    def backward(next_advantage: jax.Array, x: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        delta, k = x
+        advantage = delta + k * next_advantage
+        return advantage, advantage
+
+    _, advantages = jax.lax.scan(backward, jnp.zeros_like(values[0]), (deltas, decay), reverse=True)
+    return advantages, advantages + values
+
+
+def completed_return(done: jax.Array, episode_return: jax.Array, last: jax.Array) -> jax.Array:
+    """Mean return of the episodes that ended in ``done``; ``last`` when none did (keeps curves NaN-free)."""
+    count = done.sum()
+    mean = jnp.where(done, episode_return, 0.0).sum() / jnp.maximum(count, 1)
+    return jnp.where(count > 0, mean, last)
+
+
+def evaluate_greedy(
+    env: Any,
+    act: Callable[[jax.Array], jax.Array],
+    key: jax.Array,
+    num_episodes: int,
+    train_env_state: Any,
+    env_rng: str,
+) -> dict[str, jax.Array]:
+    """Sums over one episode in each of ``num_episodes`` fresh envs played with ``act``.
+
+    Wrapper statistics (observation normalisation) come from ``train_env_state`` and
+    stay frozen. Runs until every episode has ended: at most the env's time limit.
+    """
+    reset_key, step_key = jax.random.split(key)
+    obs, env_state = env.reset(env_keys(reset_key, (num_episodes,), env_rng), stats_from=train_env_state)
+    finished = jnp.zeros((num_episodes,), bool)
+    returns = jnp.zeros((num_episodes,), jnp.float32)
+
+    def running(carry: tuple) -> jax.Array:
+        t, _, _, finished, _ = carry
+        return jnp.logical_and(t < env.max_episode_steps, ~finished.all())
+
+    def step(carry: tuple) -> tuple:
+        t, obs, env_state, finished, returns = carry
+        keys = env_keys(jax.random.fold_in(step_key, t), (num_episodes,), env_rng)
+        obs, env_state, _, _, _, info = env.step(keys, env_state, act(obs), update_stats=False)
+        first_end = jnp.logical_and(info["done"], ~finished)
+        returns = jnp.where(first_end, info["episode_return"], returns)
+        return t + 1, obs, env_state, jnp.logical_or(finished, info["done"]), returns
+
+    carry = (jnp.int32(0), obs, env_state, finished, returns)
+    _, _, _, finished, returns = jax.lax.while_loop(running, step, carry)
+    return {
+        "return_sum": jnp.where(finished, returns, 0.0).sum(),
+        "episodes": finished.sum().astype(jnp.float32),
+    }
+
+
+def mean_return(sums: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """``finalize`` of both RL tasks: mean greedy-episode return."""
+    return {"return": sums["return_sum"] / jnp.maximum(sums["episodes"], 1.0)}
