@@ -179,6 +179,7 @@ def print_summary(summary: dict) -> None:
         "train/return",
         "steps",
         "best_step",
+        "trace_s",
         "compile_s",
         "wall_s",
         "train/steps_per_s",

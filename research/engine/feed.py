@@ -151,3 +151,21 @@ def make_feed(dataset: Dataset | None, seed: int, num_seeds: int, mesh: Any):
     if split.in_memory:
         return MemoryFeed(split, dataset.batch_size, seed, num_seeds, mesh)
     return StreamFeed(split, dataset.batch_size, seed, mesh)
+
+
+def eval_arrays(dataset: Dataset | None, mesh: Any) -> dict:
+    """Val and test splits on device once, as padded (batches, B, ...) rows with a mask.
+
+    Splits with the same number of batches share one compiled evaluation program.
+    """
+    if dataset is None:
+        return {}
+    out = {}
+    for split in ("val", "test"):
+        s = dataset.splits.get(split)
+        if s is None or not s.in_memory:
+            raise ConfigError(f"the {split} split of {dataset.name} must fit in memory for evaluation")
+        idx, mask = eval_indices(s.num_examples, dataset.eval_batch_size)
+        batches = {k: v[idx] for k, v in s.arrays().items()}
+        out[split] = jax.device_put((batches, mask), batch_sharding(mesh, mask.shape, axis=1))
+    return out

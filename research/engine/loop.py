@@ -21,10 +21,11 @@ from research.data.base import Dataset
 from research.engine import feed as feeds
 from research.engine import plots
 from research.engine.checkpoint import Checkpointer
+from research.engine.early_stopping import BestTracker
 from research.engine.preemption import Preempted, PreemptionFlag, requeue_if_slurm
 from research.engine.profiler import ProfileWindow
 from research.engine.replicas import Replicas
-from research.engine.sharding import batch_sharding, make_mesh, state_shardings
+from research.engine.sharding import make_mesh, state_shardings
 from research.engine.steps import Programs, enable_compile_cache
 from research.engine.writers import Writers
 from research.errors import ConfigError, NonFiniteLossError
@@ -53,6 +54,7 @@ class TrainerConfig:
     profile_steps: list = dataclasses.field(default_factory=lambda: [16, 48])
     progress: bool = True
     plots: bool = True
+    unoptimized: list = dataclasses.field(default_factory=lambda: ["init"])
 
 
 def total_steps(cfg: TrainerConfig, dataset: Dataset | None) -> int:
@@ -62,52 +64,6 @@ def total_steps(cfg: TrainerConfig, dataset: Dataset | None) -> int:
     if dataset is None:
         raise ConfigError("trainer.max_steps must be set for tasks without a dataset")
     return int(cfg.epochs) * (dataset.splits["train"].num_examples // dataset.batch_size)
-
-
-class _Best:
-    """Early stopping and best-checkpoint bookkeeping on one validation metric."""
-
-    def __init__(self, metric: str, mode: str, patience: int | None, min_delta: float, meta: dict):
-        self.metric, self.sign, self.patience, self.min_delta = (
-            metric,
-            (1 if mode == "max" else -1),
-            patience,
-            min_delta,
-        )
-        self.value = meta.get("best_value")
-        self.step = meta.get("best_step")
-        self.metrics = meta.get("best_metrics", {})
-        self.stale = meta.get("stale_evals", 0)
-        self.is_new_best = False
-
-    def update(self, step: int, metrics: dict) -> None:
-        if self.metric not in metrics:
-            return
-        value = float(np.mean(metrics[self.metric]))
-        improved = self.value is None or self.sign * (value - self.value) > self.min_delta
-        self.stale = 0 if improved else self.stale + 1
-        # On ties the newest step is the best one, as Orbax's BestN keeps the newest of equals.
-        self.is_new_best = self.value is None or self.sign * (value - self.value) >= 0
-        if self.is_new_best:
-            self.value, self.step = value, step
-            self.metrics = {k: _scalar(v) for k, v in metrics.items() if np.ndim(v) <= 1}
-
-    @property
-    def should_stop(self) -> bool:
-        return self.patience is not None and self.stale >= self.patience
-
-    def meta(self) -> dict:
-        return {
-            "best_value": self.value,
-            "best_step": self.step,
-            "best_metrics": self.metrics,
-            "stale_evals": self.stale,
-        }
-
-
-def _scalar(v: Any) -> Any:
-    v = np.asarray(v)
-    return v.item() if v.ndim == 0 else v.tolist()
 
 
 def _mean_metrics(prefix: str, metrics: dict) -> dict:
@@ -166,7 +122,12 @@ def fit(
         abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct((replicas.count, *a.shape), a.dtype), abstract)
     shardings = state_shardings(mesh, abstract, mesh_sizes.get("rules"), leading_axes=int(replicas.vmapped))
     programs = Programs(
-        task, feed.gather, replicas, per_seed_data=feed.kind != "stream", state_sharding=shardings
+        task,
+        feed.gather,
+        replicas,
+        per_seed_data=feed.kind != "stream",
+        state_sharding=shardings,
+        unoptimized=cfg.unoptimized,
     )
 
     ckpt = None
@@ -180,23 +141,32 @@ def fit(
         )
     meta: dict = {}
     start = ckpt.latest_step() if (ckpt and cfg.resume) else None
+    target = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+    )
+    eval_data = feeds.eval_arrays(dataset, mesh)
+    first = start or 0
+    programs.compile_ahead(
+        target,
+        init=(init_rng, example) if start is None else None,
+        train=None
+        if feed.kind == "stream"
+        else (feed.data, feed.xs(first, min(_next_boundary(first, intervals, steps) - first, per_call))),
+        evals=list(eval_data.values()) if dataset is not None else None,
+    )
     if start is not None:
-        target = jax.tree.map(
-            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
-        )
         state, meta = ckpt.restore(start, target, feed.iterator)
         if feed.kind == "stream":
             feed.restored()
     else:
         state = programs.init(init_rng, example)
     step = int(meta.get("step", 0))
-    best = _Best(
+    best = BestTracker(
         stop_cfg["metric"], stop_cfg["mode"], stop_cfg.get("patience"), stop_cfg.get("min_delta", 0.0), meta
     )
     writers: Writers = writers_factory(
         resume_step=step if start is not None else None, wandb_id=meta.get("wandb_id")
     )
-    eval_data = _eval_data(dataset, mesh)
 
     def evaluate(state: Any, split: str) -> dict:
         if dataset is None:
@@ -377,24 +347,6 @@ def _check_finite(metrics: dict, step: int, ckpt: Checkpointer | None) -> None:
             f"loss became {loss[bad][0][0]} at step {at}{kept}: lower optimizer.learning_rate "
             "or set optimizer.clip_norm"
         )
-
-
-def _eval_data(dataset: Dataset | None, mesh: Any) -> dict:
-    """Val and test splits on device once, as padded (batches, B, ...) rows with a mask.
-
-    Splits with the same number of batches share one compiled evaluation program.
-    """
-    if dataset is None:
-        return {}
-    out = {}
-    for split in ("val", "test"):
-        s = dataset.splits.get(split)
-        if s is None or not s.in_memory:
-            raise ConfigError(f"the {split} split of {dataset.name} must fit in memory for evaluation")
-        idx, mask = feeds.eval_indices(s.num_examples, dataset.eval_batch_size)
-        batches = {k: v[idx] for k, v in s.arrays().items()}
-        out[split] = jax.device_put((batches, mask), batch_sharding(mesh, mask.shape, axis=1))
-    return out
 
 
 def _plots(

@@ -10,7 +10,8 @@ order); see ``replicas.py``. The state keeps its shardings from step to step
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,10 @@ import jax
 import jax.numpy as jnp
 
 from research.engine.replicas import Replicas
+from research.errors import ConfigError
 from research.tasks.base import Task
+
+PROGRAMS = ("init", "train", "eval")
 
 
 def _tree_add(a: Any, b: Any) -> Any:
@@ -41,17 +45,31 @@ def enable_compile_cache(directory: str | None) -> None:
 class Programs:
     """Jitted, AOT-compiled step functions.
 
-    ``trace_s`` adds up tracing and lowering to StableHLO (paid on every run); ``compile_s`` adds up
-    XLA compilation, which the persistent compilation cache skips on a second identical run.
+    ``compile_ahead`` lowers every program a run will need and compiles them in parallel
+    threads (XLA compiles without the GIL), so a run with init, train and eval programs
+    waits for the slowest, not for their sum. ``trace_s`` adds up tracing and lowering to
+    StableHLO (paid on every run); ``compile_s`` adds up the time the run waits for XLA
+    compilation, which the persistent compilation cache skips on a second identical run.
     """
 
     def __init__(
-        self, task: Task, gather: Callable, replicas: Replicas, per_seed_data: bool, state_sharding: Any
+        self,
+        task: Task,
+        gather: Callable,
+        replicas: Replicas,
+        per_seed_data: bool,
+        state_sharding: Any,
+        unoptimized: Sequence[str] = (),
     ):
+        unknown = set(unoptimized) - set(PROGRAMS)
+        if unknown:
+            raise ConfigError(f"trainer.unoptimized={sorted(unknown)}: choose among {', '.join(PROGRAMS)}")
         self.task, self.gather, self.replicas = task, gather, replicas
+        self.unoptimized = set(unoptimized)
         self.trace_s = 0.0
         self.compile_s = 0.0
         self._cache: dict[Any, Any] = {}
+        self._pool = ThreadPoolExecutor()
         vmapped = replicas.vmapped
         # One batch per seed (repeated for each grid value), or one batch shared by all replicas.
         x_axis = 0 if per_seed_data and replicas.num_seeds > 1 else None
@@ -96,16 +114,49 @@ class Programs:
         self._evaluate = jax.jit(evaluate)
         self._evaluate_free = jax.jit(evaluate_free)
 
-    def _compiled(self, name: str, fn: Any, *args: Any) -> Any:
+    def _submit(self, name: str, fn: Any, *args: Any) -> tuple:
+        """Lower ``fn`` for ``args`` (arrays or ShapeDtypeStructs) now, compile it in a thread."""
         key = (name, str(jax.tree.map(lambda a: getattr(a, "shape", None), args[1:])))
         if key not in self._cache:
             start = time.perf_counter()
             lowered = fn.lower(*args)
-            traced = time.perf_counter()
-            self._cache[key] = lowered.compile()
-            self.trace_s += traced - start
-            self.compile_s += time.perf_counter() - traced
+            self.trace_s += time.perf_counter() - start
+            unoptimized = name.split("_")[0] in self.unoptimized
+            options = {"xla_backend_optimization_level": 0} if unoptimized else None
+            self._cache[key] = self._pool.submit(lowered.compile, options)
+        return key
+
+    def _compiled(self, name: str, fn: Any, *args: Any) -> Any:
+        key = self._submit(name, fn, *args)
+        if isinstance(self._cache[key], Future):
+            start = time.perf_counter()
+            self._cache[key] = self._cache[key].result()
+            self.compile_s += time.perf_counter() - start
         return self._cache[key]
+
+    def compile_ahead(
+        self,
+        state: Any,
+        init: tuple | None,
+        train: tuple | None,
+        evals: Sequence[tuple] | None,
+    ) -> None:
+        """Start compiling the programs of a run before its first step.
+
+        ``state``: the state's ShapeDtypeStructs with their shardings; ``init``: (rng, example),
+        None when the state comes from a checkpoint; ``train``: (data, xs) of the first call,
+        None when its batches are not known ahead (streamed data); ``evals``: (batches, mask)
+        of each split, None for tasks that evaluate without data.
+        """
+        if init is not None:
+            self._submit("init", self._init, *init)
+        if train is not None:
+            self._submit("train", self._chunk, state, *train)
+        if evals is None:
+            self._submit("eval_free", self._evaluate_free, state)
+        else:
+            for batches, mask in evals:
+                self._submit("eval", self._evaluate, state, batches, mask)
 
     def init(self, rng: jax.Array, example: Any) -> Any:
         return self._compiled("init", self._init, rng, example)(rng, example)
