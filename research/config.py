@@ -11,7 +11,7 @@ import os
 from datetime import datetime
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from research.errors import ConfigError
 
@@ -36,6 +36,12 @@ CHECKS: list[tuple[str, tuple, Any, str]] = [
         "a positive integer or null",
     ),
     ("trainer.checkpoint.keep_best", (int,), lambda v: v > 0, "a positive integer"),
+    (
+        "trainer.unoptimized",
+        (ListConfig,),
+        lambda v: set(v) <= {"init", "train", "eval"},
+        "a list of programs among init, train, eval",
+    ),
 ]
 
 

@@ -24,6 +24,10 @@ BAD = {
         "optimizer.learning_rate must be a positive number",
     ),
     "zero batch size": (["data.batch_size=0"], "data.batch_size must be a positive integer, got 0"),
+    "unknown program": (
+        ["trainer.unoptimized=[init,evaluate]"],
+        "trainer.unoptimized must be a list of programs among init, train, eval",
+    ),
 }
 
 

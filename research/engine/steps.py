@@ -19,10 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from research.engine.replicas import Replicas
-from research.errors import ConfigError
 from research.tasks.base import Task
-
-PROGRAMS = ("init", "train", "eval")
 
 
 def _tree_add(a: Any, b: Any) -> Any:
@@ -61,9 +58,6 @@ class Programs:
         state_sharding: Any,
         unoptimized: Sequence[str] = (),
     ):
-        unknown = set(unoptimized) - set(PROGRAMS)
-        if unknown:
-            raise ConfigError(f"trainer.unoptimized={sorted(unknown)}: choose among {', '.join(PROGRAMS)}")
         self.task, self.gather, self.replicas = task, gather, replicas
         self.unoptimized = set(unoptimized)
         self.trace_s = 0.0
