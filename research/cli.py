@@ -37,6 +37,7 @@ HYDRA_FLAGS = {
 }
 EXIT_USER_ERROR = 2
 EXIT_PREEMPTED = 143
+EXIT_INTERRUPTED = 130
 
 
 def fail(message: str, code: int = EXIT_USER_ERROR) -> None:
@@ -49,10 +50,12 @@ def report_errors(exit_on_error: bool = True):
     """UserError -> one line on stderr; exit (single run) or let the sweep go on (multirun)."""
     from hydra.errors import InstantiationException
 
-    from research.engine.preemption import Preempted
+    from research.engine.preemption import Interrupted, Preempted
 
     try:
         yield
+    except Interrupted as e:
+        fail(str(e), EXIT_INTERRUPTED)
     except Preempted as e:
         fail(str(e), EXIT_PREEMPTED)
     except (UserError, InstantiationException) as e:

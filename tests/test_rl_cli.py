@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, TINY, run_train, train_cmd
+from tests.checkpoints import final_state, kill_after_checkpoint, latest_checkpoint
+from tests.conftest import TINY, run_train
 
 FAST = (*TINY, "trainer.compile_cache=null")
 
@@ -97,45 +94,18 @@ RESUME_ARGS = (
 )
 
 
-def _final_state(run_dir: Path) -> dict:
-    import jax
-    import orbax.checkpoint as ocp
-
-    ckpts = run_dir / "checkpoints"
-    last = max(int(p.name) for p in ckpts.iterdir() if p.name.isdigit())
-    with ocp.CheckpointManager(ckpts.absolute(), item_names=("state", "meta", "data")) as manager:
-        state = manager.restore(last, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
-    return {jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(state)}
-
-
-def _latest_checkpoint(run_dir: Path) -> int:
-    ckpts = run_dir / "checkpoints"
-    return max((int(p.name) for p in ckpts.iterdir() if p.name.isdigit()), default=0) if ckpts.exists() else 0
-
-
 @pytest.mark.slow
 def test_killed_ppo_run_resumes_with_env_and_optimizer_state(tmp_path: Path) -> None:
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     run_train(*RESUME_ARGS, f"hydra.run.dir={straight}")
 
-    proc = subprocess.Popen(
-        train_cmd(*RESUME_ARGS, f"hydra.run.dir={killed}"),
-        cwd=ROOT,
-        env=os.environ.copy(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 120
-    while _latest_checkpoint(killed) < 90 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_checkpoint(RESUME_ARGS, killed, 90)
     if (killed / "summary.json").exists():
         pytest.skip("the run finished before it could be killed: machine too fast for this test's pacing")
-    assert 0 < _latest_checkpoint(killed) < 300
+    assert 0 < latest_checkpoint(killed) < 300
 
     run_train(*RESUME_ARGS, f"hydra.run.dir={killed}")
-    a, b = _final_state(straight), _final_state(killed)
+    a, b = final_state(straight), final_state(killed)
     assert a.keys() == b.keys()
     assert any("env_state" in k for k in a) and any("opt_state" in k for k in a)
     for key in a:

@@ -22,7 +22,7 @@ from research.engine import feed as feeds
 from research.engine import plots
 from research.engine.checkpoint import Checkpointer
 from research.engine.early_stopping import BestTracker
-from research.engine.preemption import Preempted, PreemptionFlag, requeue_if_slurm
+from research.engine.preemption import Interrupted, Preempted, PreemptionFlag, requeue_if_slurm
 from research.engine.profiler import ProfileWindow
 from research.engine.replicas import Replicas
 from research.engine.sharding import make_mesh, state_shardings
@@ -234,9 +234,11 @@ def fit(
         bar.close()
         if ckpt:
             ckpt.close()
-        requeued = requeue_if_slurm()
+        requeued = not preempt.interrupted and requeue_if_slurm()
         writers.close()
         preempt.restore()
+        if preempt.interrupted:
+            raise Interrupted(f"interrupted at step {step}; checkpoint saved{_resume_hint()}") from None
         raise Preempted(
             f"preempted at step {step}; checkpoint saved" + ("; job requeued" if requeued else _resume_hint())
         ) from None

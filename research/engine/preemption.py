@@ -1,9 +1,14 @@
-"""SIGTERM/SIGUSR1 mean "save and leave": the loop checks the flag between calls.
+"""SIGTERM/SIGUSR1/SIGINT mean "save and leave": the loop checks the flag between calls.
 
 Slurm sends SIGTERM on preemption or ``scontrol requeue`` (and SIGUSR1 ahead of the
 time limit when asked to with ``--signal``). After the checkpoint is written the
 job requeues itself when Slurm allows it, and the rerun resumes in the same run
 directory, which is derived from the job id.
+
+Ctrl-C (SIGINT) saves too and stops the run, and a sweep with it; a second Ctrl-C
+stops at once. Handling it here, rather than letting KeyboardInterrupt fly, also
+keeps it from landing in a garbage-collector callback, where Python prints and
+drops it and the run (or a whole Optuna search) would carry on.
 """
 
 from __future__ import annotations
@@ -17,15 +22,25 @@ class Preempted(Exception):
     """Raised after the preemption checkpoint is saved."""
 
 
+class Interrupted(Preempted):
+    """Raised after the checkpoint of a run stopped with Ctrl-C is saved."""
+
+
 class PreemptionFlag:
     def __init__(self) -> None:
         self.signal: int | None = None
         self._previous = {}
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
+        for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
             self._previous[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self.interrupted:
+            raise KeyboardInterrupt
         self.signal = signum
+
+    @property
+    def interrupted(self) -> bool:
+        return self.signal == signal.SIGINT
 
     @property
     def set(self) -> bool:

@@ -21,16 +21,13 @@ import optax
 from flax import nnx
 
 from research.tasks.rl_common import (
+    Agent,
     check_env_rng,
     completed_return,
     env_keys,
-    evaluate_greedy,
-    mean_return,
     model_graphdef,
     positive_ints,
-    raw_key,
     require,
-    split_model,
     strong,
 )
 
@@ -65,7 +62,7 @@ def buffer_sample(buffer: dict, key: jax.Array, batch_size: int) -> dict:
     return {k: v[idx] for k, v in buffer.items() if k not in ("pos", "size")}
 
 
-class DQN:
+class DQN(Agent):
     """The DQN task. ``model`` is a partial of a Q-network NNX module class
     (``research.models.q_network.QNetwork``); ``env`` comes from ``research.envs.make``.
     """
@@ -127,22 +124,15 @@ class DQN:
         self.graphdef = model_graphdef(self.build)
 
     def init(self, rng: jax.Array, batch: Any = None) -> dict:
-        rng, model_key, env_key, eval_key = jax.random.split(raw_key(rng), 4)
-        _, params = split_model(self.build(rngs=nnx.Rngs(model_key)))
-        obs, env_state = self.env.reset(env_keys(env_key, (self.num_envs,), self.env_rng))
+        state = self.fresh_state(rng)
+        params = state["params"]
         return strong(
             {
-                "step": jnp.int32(0),
-                "params": params,
+                **state,
                 "target_params": params,
                 "opt_state": self.tx.init(params),
                 "buffer": buffer_init(self.buffer_size, self.env.obs_shape),
-                "env_state": env_state,
-                "obs": obs,
                 "env_steps": jnp.int32(0),
-                "rng": rng,
-                "eval_rng": eval_key,
-                "last_return": jnp.float32(0.0),
             }
         )
 
@@ -236,17 +226,5 @@ class DQN:
         }
         return state, metrics
 
-    def eval_step(self, state: dict, batch: Any = None) -> dict:
-        q_net = nnx.merge(self.graphdef, state["params"])
-        key = jax.random.fold_in(state["eval_rng"], state["step"])
-        return evaluate_greedy(
-            self.env,
-            lambda obs: jnp.argmax(q_net(obs), axis=-1),
-            key,
-            self.eval_episodes,
-            state["env_state"],
-            self.env_rng,
-        )
-
-    def finalize(self, sums: dict) -> dict:
-        return mean_return(sums)
+    def greedy_action(self, model: nnx.Module, obs: jax.Array) -> jax.Array:
+        return jnp.argmax(model(obs), axis=-1)

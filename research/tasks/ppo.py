@@ -25,17 +25,14 @@ import optax
 from flax import nnx
 
 from research.tasks.rl_common import (
+    Agent,
     check_env_rng,
     completed_return,
     env_keys,
-    evaluate_greedy,
     gae,
-    mean_return,
     model_graphdef,
     positive_ints,
-    raw_key,
     require,
-    split_model,
     strong,
 )
 
@@ -61,7 +58,7 @@ class Minibatch(NamedTuple):
     target: jax.Array
 
 
-class PPO:
+class PPO(Agent):
     """The PPO task. ``model`` is a partial of an actor-critic NNX module class
     (``research.models.actor_critic.ActorCritic``); ``env`` comes from ``research.envs.make``.
     """
@@ -118,21 +115,8 @@ class PPO:
         self.graphdef = model_graphdef(self.build)
 
     def init(self, rng: jax.Array, batch: Any = None) -> dict:
-        rng, model_key, env_key, eval_key = jax.random.split(raw_key(rng), 4)
-        _, params = split_model(self.build(rngs=nnx.Rngs(model_key)))
-        obs, env_state = self.env.reset(env_keys(env_key, (self.num_envs,), self.env_rng))
-        return strong(
-            {
-                "step": jnp.int32(0),
-                "params": params,
-                "opt_state": self.tx.init(params),
-                "env_state": env_state,
-                "obs": obs,
-                "rng": rng,
-                "eval_rng": eval_key,
-                "last_return": jnp.float32(0.0),
-            }
-        )
+        state = self.fresh_state(rng)
+        return strong({**state, "opt_state": self.tx.init(state["params"])})
 
     def _rollout(self, params: dict, env_state: Any, obs: jax.Array, key: jax.Array) -> tuple:
         """``num_steps`` steps of every env; the randomness of all of them is drawn up front."""
@@ -229,17 +213,5 @@ class PPO:
         metrics["env_steps"] = jnp.float32(size)
         return new_state, metrics
 
-    def eval_step(self, state: dict, batch: Any = None) -> dict:
-        policy = nnx.merge(self.graphdef, state["params"])
-        key = jax.random.fold_in(state["eval_rng"], state["step"])
-        return evaluate_greedy(
-            self.env,
-            lambda obs: policy(obs)[0].mode(),
-            key,
-            self.eval_episodes,
-            state["env_state"],
-            self.env_rng,
-        )
-
-    def finalize(self, sums: dict) -> dict:
-        return mean_return(sums)
+    def greedy_action(self, model: nnx.Module, obs: jax.Array) -> jax.Array:
+        return model(obs)[0].mode()

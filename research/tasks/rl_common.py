@@ -1,4 +1,4 @@
-"""Pieces PPO and DQN share: state hygiene, GAE, episode-return metrics, greedy evaluation.
+"""Pieces PPO and DQN share: the agent base class, state hygiene, GAE, episode returns, greedy evaluation.
 
 All functions are pure and jittable, and work unchanged under the engine's
 ``vmap`` over seeds.
@@ -151,3 +151,51 @@ def evaluate_greedy(
 def mean_return(sums: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
     """``finalize`` of both RL tasks: mean greedy-episode return."""
     return {"return": sums["return_sum"] / jnp.maximum(sums["episodes"], 1.0)}
+
+
+class Agent:
+    """What PPO and DQN share: a model built for the env, a fresh state, greedy evaluation.
+
+    Subclasses set ``env``, ``num_envs``, ``env_rng``, ``eval_episodes``, ``build`` and
+    ``graphdef`` and say how the model acts greedily (``greedy_action``).
+    """
+
+    env: Any
+    num_envs: int
+    env_rng: str
+    eval_episodes: int
+    build: Callable[..., nnx.Module]
+    graphdef: nnx.GraphDef
+
+    def greedy_action(self, model: nnx.Module, obs: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def fresh_state(self, rng: jax.Array) -> dict:
+        """Step 0: new parameters, every env reset, and the keys for training and evaluation."""
+        rng, model_key, env_key, eval_key = jax.random.split(raw_key(rng), 4)
+        _, params = split_model(self.build(rngs=nnx.Rngs(model_key)))
+        obs, env_state = self.env.reset(env_keys(env_key, (self.num_envs,), self.env_rng))
+        return {
+            "step": jnp.int32(0),
+            "params": params,
+            "env_state": env_state,
+            "obs": obs,
+            "rng": rng,
+            "eval_rng": eval_key,
+            "last_return": jnp.float32(0.0),
+        }
+
+    def eval_step(self, state: dict, batch: Any = None) -> dict:
+        model = nnx.merge(self.graphdef, state["params"])
+        key = jax.random.fold_in(state["eval_rng"], state["step"])
+        return evaluate_greedy(
+            self.env,
+            lambda obs: self.greedy_action(model, obs),
+            key,
+            self.eval_episodes,
+            state["env_state"],
+            self.env_rng,
+        )
+
+    def finalize(self, sums: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+        return mean_return(sums)
