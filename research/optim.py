@@ -5,9 +5,9 @@ The config names an optax function by ``_target_`` (``optax.sgd``, ``optax.adam`
 framework keys below, which wrap it in an optax chain:
 
 - ``learning_rate``: the peak learning rate; schedules interpolate it (``${..learning_rate}``).
-- ``schedule``: a nested config with its own ``_target_`` (an optax schedule). A null
-  ``decay_steps``/``transition_steps`` means the whole run and is filled from the number
-  of optimizer updates.
+- ``schedule``: a nested config with its own ``_target_`` (an optax schedule, or
+  ``multistep_schedule`` below). A null ``decay_steps``/``transition_steps``/``total_steps``
+  means the whole run and is filled from the number of optimizer updates.
 - ``clip_norm``: clip gradients to this global norm first (null: no clipping).
 - ``l1``, ``l2``: penalties ``l1 * |w|`` and ``l2 / 2 * w^2`` added to the loss, i.e. their
   gradients added before the optimizer (coupled). Decoupled weight decay is adamw's own
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -37,7 +37,8 @@ from omegaconf import DictConfig, OmegaConf
 from research.errors import ConfigError
 
 FRAMEWORK_KEYS = ("learning_rate", "schedule", "clip_norm", "l1", "l2", "accumulate_steps", "freeze")
-RUN_LENGTH_KEYS = ("decay_steps", "transition_steps")  # schedule keys where null = the whole run
+# Schedule keys where null = the whole run.
+RUN_LENGTH_KEYS = ("decay_steps", "transition_steps", "total_steps")
 TRAIN, FROZEN = "train", "frozen"
 
 
@@ -60,6 +61,21 @@ def make_schedule(cfg: Mapping[str, Any], total_updates: int) -> optax.Schedule:
         target = schedule.get("_target_")
         raise ConfigError(f"optimizer.schedule._target_={target!r} is not an optax schedule")
     return fn
+
+
+def multistep_schedule(
+    init_value: float, total_steps: int, milestones: Sequence[float], factor: float
+) -> optax.Schedule:
+    """PyTorch's MultiStepLR with milestones as fractions of the run: ``init_value``, times
+    ``factor`` after each milestone (ResNet's recipe: x0.1 at 50% and 75% of training).
+    """
+    if not all(0 < m < 1 for m in milestones) or list(milestones) != sorted(milestones):
+        raise ConfigError(
+            f"optimizer.schedule.milestones={list(milestones)} must be increasing fractions "
+            "of the run, in (0, 1)"
+        )
+    boundaries = {round(m * total_steps): factor for m in milestones}
+    return optax.piecewise_constant_schedule(init_value, boundaries)
 
 
 def make_optimizer(cfg: Mapping[str, Any], total_updates: int) -> optax.GradientTransformation:

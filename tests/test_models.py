@@ -1,4 +1,4 @@
-"""MLP and CNN: shapes, activations by name, and train/eval behaviour of dropout and batch norm."""
+"""MLP, CNN and ResNet: shapes, sizes, activations by name, train/eval behaviour of dropout and batch norm."""
 
 from pathlib import Path
 
@@ -14,6 +14,7 @@ from research.errors import ConfigError
 from research.models.cnn import CNN
 from research.models.layers import ACTIVATIONS
 from research.models.mlp import MLP
+from research.models.resnet import ResNet
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 IMAGE = (8, 8, 1)
@@ -87,10 +88,58 @@ def test_batch_norm_updates_stats_in_train_and_uses_them_in_eval():
     jax.tree.map(np.testing.assert_array_equal, stats(), after)
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn"])
+@pytest.mark.parametrize("name", ["mlp", "cnn", "resnet"])
 def test_configs_instantiate_with_listconfig_args(name):
     with initialize_config_dir(CONF, version_base="1.3"):
         cfg = compose(f"model/{name}")
     model_fn = instantiate(cfg.model, _partial_=True)  # list args arrive as ListConfig
     forward = lambda x: model_fn(input_shape=IMAGE, num_outputs=3, rngs=rngs())(x)
     assert jax.eval_shape(forward, jax.ShapeDtypeStruct((2, *IMAGE), jnp.float32)).shape == (2, 3)
+
+
+def _resnet_config(**overrides) -> dict:
+    with initialize_config_dir(CONF, version_base="1.3"):
+        cfg = compose("model/resnet")
+    kwargs = {k: v for k, v in cfg.model.items() if k != "_target_"}
+    return {**kwargs, **overrides}
+
+
+IMAGENET = {"stem": "imagenet", "stem_width": 64, "widths": [64, 128, 256, 512]}
+
+
+@pytest.mark.parametrize(
+    "overrides, image, classes, params",
+    [
+        ({}, (32, 32, 3), 10, 272_474),  # CIFAR ResNet-20 with projection shortcuts (option A: 269,722)
+        ({**IMAGENET, "stage_sizes": [2, 2, 2, 2]}, (64, 64, 3), 1000, 11_689_512),  # torchvision resnet18
+        (
+            {**IMAGENET, "stage_sizes": [3, 4, 6, 3], "block": "bottleneck"},
+            (64, 64, 3),
+            1000,
+            25_557_032,  # torchvision resnet50
+        ),
+    ],
+)
+def test_resnets_have_the_published_parameter_counts(overrides, image, classes, params):
+    # Abstract: shapes only, so ResNet-50 costs nothing to build or run here.
+    build = lambda: ResNet(image, classes, **_resnet_config(**overrides), rngs=rngs())
+    model = nnx.eval_shape(build)
+    assert sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param))) == params
+    out = jax.eval_shape(lambda x: build()(x), jax.ShapeDtypeStruct((2, *image), jnp.float32))
+    assert out.shape == (2, classes)
+
+
+def test_resnet_blocks_start_as_identity_with_zero_init_residual():
+    model = ResNet(
+        (8, 8, 1), 3, **_resnet_config(zero_init_residual=True, stage_sizes=[1, 1, 1]), rngs=rngs()
+    )
+    block = model.stages[0][0]  # no shortcut conv: same width, stride 1
+    x = jax.nn.relu(jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 16)))
+    np.testing.assert_allclose(block(x), x, atol=1e-6)
+
+
+def test_resnet_rejects_mismatched_stages_and_unknown_blocks():
+    with pytest.raises(ConfigError, match="model.stage_sizes"):
+        ResNet((8, 8, 1), 3, **_resnet_config(stage_sizes=[1, 1]), rngs=rngs())
+    with pytest.raises(ConfigError, match="model.block"):
+        ResNet((8, 8, 1), 3, **_resnet_config(block="wide"), rngs=rngs())

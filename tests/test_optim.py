@@ -51,7 +51,7 @@ def run(tx: optax.GradientTransformation, params, grad_fn, steps: int):
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop"])
-@pytest.mark.parametrize("schedule", ["constant", "warmup_cosine", "step"])
+@pytest.mark.parametrize("schedule", ["constant", "warmup_cosine", "step", "multistep"])
 def test_each_optimizer_and_schedule_reduces_a_regression_loss(name, schedule):
     overrides = [f"optimizer/schedule={schedule}", "optimizer.learning_rate=0.05"]
     if schedule == "warmup_cosine":
@@ -73,6 +73,16 @@ def test_null_run_lengths_are_filled_with_the_run_and_accumulation_shortens_it()
     assert float(schedule(100)) == pytest.approx(0.0, abs=1e-9)
     # With accumulation, make_optimizer's schedule spans the real updates: 100 calls = 25 updates.
     assert make_schedule(cfg, total_updates=100 // 4)(25) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_multistep_drops_at_fractions_of_the_run_and_checks_its_milestones():
+    cfg = optimizer_cfg("sgd", "optimizer/schedule=multistep", "optimizer.learning_rate=0.1")
+    schedule = make_schedule(cfg, total_updates=64_000)  # ResNet's 64k iterations: drops at 32k and 48k
+    values = [float(schedule(s)) for s in (0, 31_999, 32_000, 47_999, 48_000, 63_999)]
+    assert values == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    bad = optimizer_cfg("sgd", "optimizer/schedule=multistep", "optimizer.schedule.milestones=[0.75,0.5]")
+    with pytest.raises(ConfigError, match="optimizer.schedule.milestones"):
+        make_schedule(bad, total_updates=100)
 
 
 def test_warmup_longer_than_the_run_is_a_clear_error():

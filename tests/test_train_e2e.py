@@ -56,9 +56,11 @@ def test_every_experiment_runs_tiny(name: str, tmp_path: Path) -> None:
     assert "python -m research.train +experiment=" + name in recipe
     run_dir = tmp_path / name
     mocked = "data: digits" not in recipe and "data: none" not in recipe
+    # The TFDS mock has 96 examples per split: batches must be smaller than its train part.
     run_train(
         f"+experiment={name}",
         "+debug=fast",
+        *(["data.batch_size=16"] if mocked else []),
         f"hydra.run.dir={run_dir}",
         timeout=240,
         cwd=tmp_path,

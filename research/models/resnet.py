@@ -1,0 +1,186 @@
+"""Residual networks (He et al. 2016): the CIFAR family and the ImageNet family.
+
+CIFAR ResNet-20/32/56/110: a 3x3 stem, three stages of ``n`` basic blocks of widths
+16, 32, 64, global average pooling, a linear head (depth ``6n + 2``). ImageNet
+ResNet-18/34 (basic blocks) and 50/101/152 (bottleneck blocks): a 7x7 stride-2 stem with
+max pooling and four stages of widths 64-512. The first block of every stage but the
+first halves the resolution; where a block changes the shape its shortcut is a strided
+1x1 conv with batch norm (the paper's option B, as in torchvision and the Flax examples).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import jax
+from flax import nnx
+
+from research.errors import ConfigError
+from research.models.layers import activation as activation_fn
+
+STEMS = ("cifar", "imagenet")
+# He initialisation over the output fan, as torchvision's ResNet.
+CONV_INIT = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def _conv(c_in: int, c_out: int, kernel: int, stride: int, rngs: nnx.Rngs) -> nnx.Conv:
+    return nnx.Conv(
+        c_in,
+        c_out,
+        (kernel, kernel),
+        strides=(stride, stride),
+        padding="SAME",
+        use_bias=False,  # batch norm follows every conv and brings its own bias
+        kernel_init=CONV_INIT,
+        rngs=rngs,
+    )
+
+
+class Shortcut(nnx.Module):
+    """Strided 1x1 conv + batch norm: the identity's stand-in where a block changes the shape."""
+
+    def __init__(
+        self, c_in: int, c_out: int, stride: int, norm: Callable[..., nnx.BatchNorm], rngs: nnx.Rngs
+    ):
+        self.conv = _conv(c_in, c_out, 1, stride, rngs)
+        self.norm = norm(c_out, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.norm(self.conv(x))
+
+
+class BasicBlock(nnx.Module):
+    """3x3 conv -> BN -> act -> 3x3 conv -> BN, plus the shortcut, then act."""
+
+    expansion = 1
+
+    def __init__(
+        self,
+        c_in: int,
+        width: int,
+        stride: int,
+        act: Callable[[jax.Array], jax.Array],
+        norm: Callable[..., nnx.BatchNorm],
+        zero_init_residual: bool,
+        *,
+        rngs: nnx.Rngs,
+    ):
+        self.act = act
+        self.conv1 = _conv(c_in, width, 3, stride, rngs)
+        self.norm1 = norm(width, rngs=rngs)
+        self.conv2 = _conv(width, width, 3, 1, rngs)
+        self.norm2 = norm(width, scale_init=_last_scale(zero_init_residual), rngs=rngs)
+        changes = stride != 1 or c_in != width
+        self.shortcut = Shortcut(c_in, width, stride, norm, rngs) if changes else None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = self.act(self.norm1(self.conv1(x)))
+        y = self.norm2(self.conv2(y))
+        return self.act(y + (x if self.shortcut is None else self.shortcut(x)))
+
+
+class Bottleneck(nnx.Module):
+    """1x1 conv (width) -> 3x3 conv (width, strided) -> 1x1 conv (4 x width), BN after each."""
+
+    expansion = 4
+
+    def __init__(
+        self,
+        c_in: int,
+        width: int,
+        stride: int,
+        act: Callable[[jax.Array], jax.Array],
+        norm: Callable[..., nnx.BatchNorm],
+        zero_init_residual: bool,
+        *,
+        rngs: nnx.Rngs,
+    ):
+        c_out = width * self.expansion
+        self.act = act
+        self.conv1 = _conv(c_in, width, 1, 1, rngs)
+        self.norm1 = norm(width, rngs=rngs)
+        self.conv2 = _conv(width, width, 3, stride, rngs)
+        self.norm2 = norm(width, rngs=rngs)
+        self.conv3 = _conv(width, c_out, 1, 1, rngs)
+        self.norm3 = norm(c_out, scale_init=_last_scale(zero_init_residual), rngs=rngs)
+        changes = stride != 1 or c_in != c_out
+        self.shortcut = Shortcut(c_in, c_out, stride, norm, rngs) if changes else None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = self.act(self.norm1(self.conv1(x)))
+        y = self.act(self.norm2(self.conv2(y)))
+        y = self.norm3(self.conv3(y))
+        return self.act(y + (x if self.shortcut is None else self.shortcut(x)))
+
+
+BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+
+
+class ResNet(nnx.Module):
+    """Stem, ``len(stage_sizes)`` stages of residual blocks, global average pool, linear head.
+
+    Batch norm follows NNX modes: batch statistics after ``model.train()``, running
+    averages after ``model.eval()``.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_outputs: int,
+        stage_sizes: Sequence[int],
+        widths: Sequence[int],
+        block: str,
+        stem: str,
+        stem_width: int,
+        activation: str,
+        batch_norm_momentum: float,
+        batch_norm_epsilon: float,
+        zero_init_residual: bool,
+        *,
+        rngs: nnx.Rngs,
+    ):
+        input_shape = tuple(input_shape)
+        if len(input_shape) != 3:
+            raise ConfigError(f"model ResNet needs images (H, W, C); the data gives {input_shape}")
+        if block not in BLOCKS:
+            raise ConfigError(f"model.block={block!r} is not one of: {', '.join(BLOCKS)}")
+        if stem not in STEMS:
+            raise ConfigError(f"model.stem={stem!r} is not one of: {', '.join(STEMS)}")
+        if len(stage_sizes) != len(widths) or not stage_sizes or min(stage_sizes) < 1:
+            raise ConfigError(
+                f"model.stage_sizes={list(stage_sizes)} and model.widths={list(widths)} need one "
+                "positive block count per width"
+            )
+        self.act = activation_fn(activation)
+        norm = partial(nnx.BatchNorm, momentum=batch_norm_momentum, epsilon=batch_norm_epsilon)
+        self.stem_kind = stem
+        kernel, stride = (3, 1) if stem == "cifar" else (7, 2)
+        self.stem = _conv(input_shape[-1], stem_width, kernel, stride, rngs)
+        self.stem_norm = norm(stem_width, rngs=rngs)
+
+        kind = BLOCKS[block]
+        c_in, stages = stem_width, []
+        for i, (size, width) in enumerate(zip(stage_sizes, widths, strict=True)):
+            blocks = []
+            for j in range(int(size)):
+                stride = 2 if (i > 0 and j == 0) else 1
+                blocks.append(kind(c_in, int(width), stride, self.act, norm, zero_init_residual, rngs=rngs))
+                c_in = int(width) * kind.expansion
+            stages.append(nnx.List(blocks))
+        self.stages = nnx.List(stages)
+        self.head = nnx.Linear(c_in, int(num_outputs), rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = self.act(self.stem_norm(self.stem(x)))
+        if self.stem_kind == "imagenet":
+            x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+        for stage in self.stages:
+            for block in stage:
+                x = block(x)
+        return self.head(x.mean(axis=(1, 2)))
+
+
+def _last_scale(zero: bool) -> nnx.Initializer:
+    """Zero-initialised last batch-norm scale makes each block start as the identity (Goyal et al.)."""
+    return nnx.initializers.zeros_init() if zero else nnx.initializers.ones_init()
