@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from research import cli
 from research.config import register_resolvers
+from research.engine.preemption import ctrl_c_pressed, take_ctrl_c
 
 register_resolvers()
 
@@ -22,6 +23,8 @@ def main(cfg: DictConfig) -> float | None:
     """One run. Returns ``summary[cfg.optimized_metric]`` for sweepers (Optuna)."""
     from hydra.core.hydra_config import HydraConfig
 
+    if ctrl_c_pressed():  # during an earlier job of this sweep, after its last step
+        cli.fail("interrupted (Ctrl-C) before this job started", cli.EXIT_INTERRUPTED)
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode.name == "MULTIRUN"
     group = Path(hydra_cfg.sweep.dir).name if multirun else None
@@ -37,4 +40,5 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     cli.preflight()
+    take_ctrl_c()
     main()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.conftest import ROOT, train_cmd
+from tests.conftest import ROOT, TERMINAL_TRAIN, train_cmd
 
 
 def latest_checkpoint(run_dir: Path) -> int:
@@ -46,7 +46,7 @@ def kill_after_checkpoint(
     exists, and return its exit code and stderr (keep its progress bar off: stderr is a pipe).
     """
     proc = subprocess.Popen(
-        train_cmd(*overrides, f"hydra.run.dir={run_dir}"),
+        train_cmd(*overrides, f"hydra.run.dir={run_dir}", script=TERMINAL_TRAIN),
         cwd=ROOT,
         env=os.environ.copy(),
         stdout=subprocess.DEVNULL,

@@ -24,6 +24,10 @@ def train_cmd(*overrides: str, script: Path | None = None) -> list[str]:
     return [sys.executable, *entry, *overrides]
 
 
+# ``python tests/terminal_train.py <overrides>``: research.train taking Ctrl-C as at a terminal.
+TERMINAL_TRAIN = ROOT / "tests" / "terminal_train.py"
+
+
 def run_train(
     *overrides: str,
     timeout: float = 300,

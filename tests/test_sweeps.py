@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from research import compare
-from tests.conftest import TINY, run_train, train_cmd
+from tests.conftest import TERMINAL_TRAIN, TINY, run_train, train_cmd
 
 FAST = ("+experiment=digits_mlp", "optimizer/schedule=constant", "+debug=fast", *TINY)
 STUDY = "digits_mlp_tpe"  # hparams_search=digits_optuna names its study <experiment name>_tpe
@@ -58,7 +58,10 @@ def test_optuna_search_stopped_halfway_continues_the_same_study(tmp_path):
 
     search = ("-m", *FAST, "hparams_search=digits_optuna")
     first = subprocess.Popen(
-        train_cmd(*search), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        train_cmd(*search, script=TERMINAL_TRAIN),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     deadline = time.time() + 4 * TRIAL_TIMEOUT_S
     while _finished_trials(tmp_path) < 4 and first.poll() is None and time.time() < deadline:

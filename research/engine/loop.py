@@ -229,7 +229,7 @@ def fit(
             if preempt.set or step % ckpt_every == 0 or at_end or stopped_early or new_best:
                 save(state, step, _mean_metrics(prefix, evaluated) if evaluated is not None else None)
             if preempt.set:
-                raise Preempted(f"signal {preempt.signal}: checkpoint saved at step {step}")
+                raise Preempted(f"signal {preempt.signal or 'SIGINT'}: checkpoint saved at step {step}")
     except Preempted:
         bar.close()
         if ckpt:

@@ -6,9 +6,10 @@ job requeues itself when Slurm allows it, and the rerun resumes in the same run
 directory, which is derived from the job id.
 
 Ctrl-C (SIGINT) saves too and stops the run, and a sweep with it; a second Ctrl-C
-stops at once. Handling it here, rather than letting KeyboardInterrupt fly, also
-keeps it from landing in a garbage-collector callback, where Python prints and
-drops it and the run (or a whole Optuna search) would carry on.
+stops at once. ``python -m research.train`` takes Ctrl-C over for the whole process
+(``take_ctrl_c``): a flag, checked between calls and before each job of a sweep, rather
+than a KeyboardInterrupt that can land anywhere, including in a garbage-collector
+callback, where Python prints and drops it and a whole Optuna search would carry on.
 """
 
 from __future__ import annotations
@@ -26,25 +27,45 @@ class Interrupted(Preempted):
     """Raised after the checkpoint of a run stopped with Ctrl-C is saved."""
 
 
+_ctrl_c = {"pressed": False}
+
+
+def take_ctrl_c() -> None:
+    """From now on Ctrl-C raises a flag (``ctrl_c_pressed``); a second one KeyboardInterrupt.
+
+    Left alone when the process started with SIGINT ignored (nohup, a background job).
+    """
+    if signal.getsignal(signal.SIGINT) != signal.SIG_IGN:
+        signal.signal(signal.SIGINT, _on_ctrl_c)
+
+
+def _on_ctrl_c(signum, frame) -> None:
+    if _ctrl_c["pressed"]:
+        raise KeyboardInterrupt
+    _ctrl_c["pressed"] = True
+
+
+def ctrl_c_pressed() -> bool:
+    return _ctrl_c["pressed"]
+
+
 class PreemptionFlag:
     def __init__(self) -> None:
         self.signal: int | None = None
         self._previous = {}
-        for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
             self._previous[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame) -> None:
-        if signum == signal.SIGINT and self.interrupted:
-            raise KeyboardInterrupt
         self.signal = signum
 
     @property
     def interrupted(self) -> bool:
-        return self.signal == signal.SIGINT
+        return ctrl_c_pressed()
 
     @property
     def set(self) -> bool:
-        return self.signal is not None
+        return self.signal is not None or self.interrupted
 
     def restore(self) -> None:
         for sig, handler in self._previous.items():
