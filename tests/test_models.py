@@ -134,6 +134,7 @@ def test_resnet_blocks_start_as_identity_with_zero_init_residual():
         (8, 8, 1), 3, **_resnet_config(zero_init_residual=True, stage_sizes=[1, 1, 1]), rngs=rngs()
     )
     block = model.stages[0][0]  # no shortcut conv: same width, stride 1
+    assert block.shortcut is None
     x = jax.nn.relu(jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 16)))
     np.testing.assert_allclose(block(x), x, atol=1e-6)
 

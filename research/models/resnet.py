@@ -50,68 +50,67 @@ class Shortcut(nnx.Module):
         return self.norm(self.conv(x))
 
 
-class BasicBlock(nnx.Module):
-    """3x3 conv -> BN -> act -> 3x3 conv -> BN, plus the shortcut, then act."""
+class ResidualBlock(nnx.Module):
+    """Convs, each followed by batch norm and (but the last) the activation; plus the shortcut;
+    then the activation. Subclasses give the convs as (kernel, output channels, stride).
+    """
+
+    expansion: int
+
+    @classmethod
+    def layout(cls, width: int, stride: int) -> list[tuple[int, int, int]]:
+        raise NotImplementedError
+
+    def __init__(
+        self,
+        c_in: int,
+        width: int,
+        stride: int,
+        act: Callable[[jax.Array], jax.Array],
+        norm: Callable[..., nnx.BatchNorm],
+        zero_init_residual: bool,
+        *,
+        rngs: nnx.Rngs,
+    ):
+        self.act = act
+        layout = self.layout(width, stride)
+        convs, norms, channels = [], [], c_in
+        for i, (kernel, c_out, s) in enumerate(layout):
+            convs.append(_conv(channels, c_out, kernel, s, rngs))
+            last = i == len(layout) - 1
+            norms.append(norm(c_out, scale_init=_last_scale(zero_init_residual and last), rngs=rngs))
+            channels = c_out
+        self.convs, self.norms = nnx.List(convs), nnx.List(norms)
+        changes = stride != 1 or c_in != channels
+        self.shortcut = Shortcut(c_in, channels, stride, norm, rngs) if changes else None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = x
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
+            y = norm(conv(y))
+            if i < len(self.convs) - 1:
+                y = self.act(y)
+        return self.act(y + (x if self.shortcut is None else self.shortcut(x)))
+
+
+class BasicBlock(ResidualBlock):
+    """3x3 conv -> BN -> act -> 3x3 conv -> BN, plus the shortcut, then act (ResNet-18/34, CIFAR)."""
 
     expansion = 1
 
-    def __init__(
-        self,
-        c_in: int,
-        width: int,
-        stride: int,
-        act: Callable[[jax.Array], jax.Array],
-        norm: Callable[..., nnx.BatchNorm],
-        zero_init_residual: bool,
-        *,
-        rngs: nnx.Rngs,
-    ):
-        self.act = act
-        self.conv1 = _conv(c_in, width, 3, stride, rngs)
-        self.norm1 = norm(width, rngs=rngs)
-        self.conv2 = _conv(width, width, 3, 1, rngs)
-        self.norm2 = norm(width, scale_init=_last_scale(zero_init_residual), rngs=rngs)
-        changes = stride != 1 or c_in != width
-        self.shortcut = Shortcut(c_in, width, stride, norm, rngs) if changes else None
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        y = self.act(self.norm1(self.conv1(x)))
-        y = self.norm2(self.conv2(y))
-        return self.act(y + (x if self.shortcut is None else self.shortcut(x)))
+    @classmethod
+    def layout(cls, width: int, stride: int) -> list[tuple[int, int, int]]:
+        return [(3, width, stride), (3, width, 1)]
 
 
-class Bottleneck(nnx.Module):
-    """1x1 conv (width) -> 3x3 conv (width, strided) -> 1x1 conv (4 x width), BN after each."""
+class Bottleneck(ResidualBlock):
+    """1x1 conv (width) -> 3x3 conv (width, strided) -> 1x1 conv (4 x width), BN after each (ResNet-50+)."""
 
     expansion = 4
 
-    def __init__(
-        self,
-        c_in: int,
-        width: int,
-        stride: int,
-        act: Callable[[jax.Array], jax.Array],
-        norm: Callable[..., nnx.BatchNorm],
-        zero_init_residual: bool,
-        *,
-        rngs: nnx.Rngs,
-    ):
-        c_out = width * self.expansion
-        self.act = act
-        self.conv1 = _conv(c_in, width, 1, 1, rngs)
-        self.norm1 = norm(width, rngs=rngs)
-        self.conv2 = _conv(width, width, 3, stride, rngs)
-        self.norm2 = norm(width, rngs=rngs)
-        self.conv3 = _conv(width, c_out, 1, 1, rngs)
-        self.norm3 = norm(c_out, scale_init=_last_scale(zero_init_residual), rngs=rngs)
-        changes = stride != 1 or c_in != c_out
-        self.shortcut = Shortcut(c_in, c_out, stride, norm, rngs) if changes else None
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        y = self.act(self.norm1(self.conv1(x)))
-        y = self.act(self.norm2(self.conv2(y)))
-        y = self.norm3(self.conv3(y))
-        return self.act(y + (x if self.shortcut is None else self.shortcut(x)))
+    @classmethod
+    def layout(cls, width: int, stride: int) -> list[tuple[int, int, int]]:
+        return [(1, width, 1), (3, width, stride), (1, width * cls.expansion, 1)]
 
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
