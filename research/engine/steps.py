@@ -21,6 +21,9 @@ import jax.numpy as jnp
 from research.engine.replicas import Replicas
 from research.tasks.base import Task
 
+# One pool for the process: the jobs of an in-process sweep reuse its threads.
+_COMPILER = ThreadPoolExecutor(thread_name_prefix="xla-compile")
+
 
 def _tree_add(a: Any, b: Any) -> Any:
     return jax.tree.map(jnp.add, a, b)
@@ -63,7 +66,6 @@ class Programs:
         self.trace_s = 0.0
         self.compile_s = 0.0
         self._cache: dict[Any, Any] = {}
-        self._pool = ThreadPoolExecutor()
         vmapped = replicas.vmapped
         # One batch per seed (repeated for each grid value), or one batch shared by all replicas.
         x_axis = 0 if per_seed_data and replicas.num_seeds > 1 else None
@@ -117,7 +119,7 @@ class Programs:
             self.trace_s += time.perf_counter() - start
             unoptimized = name.split("_")[0] in self.unoptimized
             options = {"xla_backend_optimization_level": 0} if unoptimized else None
-            self._cache[key] = self._pool.submit(lowered.compile, options)
+            self._cache[key] = _COMPILER.submit(lowered.compile, options)
         return key
 
     def _compiled(self, name: str, fn: Any, *args: Any) -> Any:
