@@ -43,6 +43,15 @@ def test_bad_override_is_one_line(case: str, run_dir: Path) -> None:
     assert not run_dir.exists()
 
 
+def test_a_recipes_model_keys_left_over_after_switching_model_are_one_line(run_dir: Path) -> None:
+    """digits_cnn sets model.channels; with model=resnet that key has no parameter to go to."""
+    proc = run_train("+experiment=digits_cnn", "model=resnet", *TINY, f"hydra.run.dir={run_dir}", check=False)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: model.channels is not a parameter of research.models.resnet.ResNet")
+    assert "~model.channels" in lines[0]
+
+
 @pytest.mark.skipif(
     os.geteuid() == 0, reason="root can write anywhere; the permission check needs a normal user"
 )

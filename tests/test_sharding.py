@@ -42,8 +42,25 @@ def preset(name: str, **sizes: int) -> dict:
     return {**cfg, **sizes}
 
 
-def train_on_meshes(experiment: str) -> dict:
-    """Child process: ``STEPS`` steps of ``experiment`` on one device and on each preset."""
+# A small ResNet on the digits: the third model family whose partition rules are checked.
+MODELS = {
+    "digits_mlp": ["+experiment=digits_mlp"],
+    "digits_cnn": ["+experiment=digits_cnn"],
+    "digits_resnet": [
+        "+experiment=digits_cnn",
+        "model=resnet",
+        "~model.channels",  # the recipe's CNN settings
+        "~model.dense_sizes",
+        "~model.batch_norm",
+        "model.stage_sizes=[1,1]",
+        "model.widths=[8,16]",
+        "model.stem_width=8",
+    ],
+}
+
+
+def train_on_meshes(model: str) -> dict:
+    """Child process: ``STEPS`` steps of ``MODELS[model]`` on one device and on each preset."""
     from hydra import compose, initialize_config_dir
 
     from research.config import register_resolvers
@@ -54,9 +71,7 @@ def train_on_meshes(experiment: str) -> dict:
 
     register_resolvers()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            "train", overrides=[f"+experiment={experiment}", "logger=none", "optimizer/schedule=constant"]
-        )
+        cfg = compose("train", overrides=[*MODELS[model], "logger=none", "optimizer/schedule=constant"])
     task, dataset, _ = build(cfg)
     rng = jax.random.PRNGKey(0)
     initial = {}
@@ -96,11 +111,12 @@ def train_on_meshes(experiment: str) -> dict:
 
 @pytest.fixture(scope="module")
 def results() -> dict:
-    """Both models on every mesh, in one child process with 8 CPU devices."""
+    """Every model on every mesh, in one child process with 8 CPU devices."""
     code = (
         "import json, jax; jax.config.update('jax_num_cpu_devices', 8)\n"
         "from tests.test_sharding import train_on_meshes\n"
-        "print(json.dumps({e: train_on_meshes(e) for e in ('digits_mlp', 'digits_cnn')}))"
+        "from tests.test_sharding import MODELS\n"
+        "print(json.dumps({m: train_on_meshes(m) for m in MODELS}))"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code],
@@ -115,10 +131,10 @@ def results() -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("experiment", ["digits_mlp", "digits_cnn"])
+@pytest.mark.parametrize("model", list(MODELS))
 @pytest.mark.parametrize("mesh", list(MESHES))
-def test_mesh_step_matches_one_device(results: dict, experiment: str, mesh: str) -> None:
-    single, sharded = results[experiment]["single"], results[experiment][mesh]
+def test_mesh_step_matches_one_device(results: dict, model: str, mesh: str) -> None:
+    single, sharded = results[model]["single"], results[model][mesh]
     np.testing.assert_allclose(sharded["loss"], single["loss"], rtol=2e-5, atol=1e-6)
     assert sharded["params"].keys() == single["params"].keys()
     for path, values in single["params"].items():
@@ -155,6 +171,9 @@ def test_tensor_parallel_rules_pair_columns_with_rows_and_split_heads() -> None:
         None, None, None, "tensor"
     )
     assert leaf_spec("model_state/blocks/1/norm/mean", (32,), rules, mesh) == P("tensor")
+    resnet_conv = "params/stages/1/0/convs/0/kernel"
+    assert leaf_spec(resnet_conv, (3, 3, 16, 32), rules, mesh) == P(None, None, None, "tensor")
+    assert leaf_spec("params/stages/1/0/shortcut/norm/scale", (32,), rules, mesh) == P("tensor")
     assert leaf_spec("params/block/attention/query/kernel", (64, 8, 8), rules, mesh) == P(
         None, "tensor", None
     )
