@@ -26,10 +26,8 @@ import time
 
 import jax
 import jax.numpy as jnp
-from hydra import compose, initialize_config_dir
 
-from research.cli import CONF_DIR
-from research.config import register_resolvers
+from research.config import compose_train
 from research.engine.feed import MemoryFeed
 from research.engine.replicas import Replicas
 from research.engine.sharding import make_mesh, state_shardings
@@ -77,17 +75,15 @@ def _timed(fn) -> float:
 
 def setup(overrides: list[str], batch: int, precision: str, seeds: int):
     """Task, feed and compiled programs for one case, on every device (data parallel)."""
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                *overrides,
-                f"data.batch_size={batch}",
-                f"precision={precision}",
-                "logger=none",
-                "optimizer/schedule=constant",
-            ],
-        )
+    cfg = compose_train(
+        [
+            *overrides,
+            f"data.batch_size={batch}",
+            f"precision={precision}",
+            "logger=none",
+            "optimizer/schedule=constant",
+        ]
+    )
     task, dataset, _ = build(cfg)
     mesh = make_mesh({"data": -1})
     replicas = Replicas(num_seeds=seeds)
@@ -138,7 +134,6 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--seeds", type=int, default=8)
     args = parser.parse_args()
-    register_resolvers()
     device = jax.devices()[0]
     print(f"device: {device.device_kind} x{jax.device_count()} ({device.platform}), jax {jax.__version__}\n")
 

@@ -21,10 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from hydra import compose, initialize_config_dir
 
-from research.cli import CONF_DIR
-from research.config import register_resolvers
+from research.config import compose_train
 from research.engine.loop import fit
 from research.engine.writers import Writers
 from research.experiment import build
@@ -48,8 +46,7 @@ def framework_steps_per_s(hidden: list[int], batch: int, steps: int, tmp: Path) 
         f"trainer.eval_every={steps}",
         f"trainer.log_every={steps}",
     ]
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+    cfg = compose_train(overrides)
     task, dataset, trainer = build(cfg)
     summary = fit(
         task,
@@ -114,7 +111,6 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    register_resolvers()
     import tempfile
 
     print(

@@ -62,14 +62,10 @@ def reference_round(seed: int) -> dict:
 
 
 def framework_round(seed: int, run_dir: Path) -> dict:
-    from hydra import compose, initialize_config_dir
-
-    from research.config import register_resolvers
+    from research.config import compose_train
     from research.experiment import run
 
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[*OVERRIDES, f"seed={seed}"])
+    cfg = compose_train([*OVERRIDES, f"seed={seed}"])
     summary = run(cfg, run_dir)
     return {
         "compile_s": summary["trace_s"] + summary["compile_s"],

@@ -21,17 +21,14 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from hydra import compose, initialize_config_dir
 
-from research.cli import CONF_DIR
-from research.config import register_resolvers
+from research.config import compose_train
 from research.experiment import run
 
 
 def whole_run(experiment: str, overrides: list[str], run_dir: Path) -> tuple[float, dict]:
     """Wall seconds of one run and its summary."""
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=[f"+experiment={experiment}", *overrides])
+    cfg = compose_train([f"+experiment={experiment}", *overrides])
     run_dir.mkdir(parents=True)
     start = time.perf_counter()
     summary = run(cfg, run_dir)
@@ -78,7 +75,6 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--steps", type=int, default=400)
     args = parser.parse_args()
-    register_resolvers()
     device = jax.devices()[0]
     print(f"device: {device.device_kind} x{jax.device_count()} ({device.platform}), jax {jax.__version__}\n")
     print(

@@ -16,9 +16,9 @@ import re
 import sys
 from pathlib import Path
 
+from research.config import CONF_DIR
 from research.errors import ConfigError, UserError
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 EXPERIMENTS_DIR = CONF_DIR / "experiment"
 HYDRA_FLAGS = {
     "--help",

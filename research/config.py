@@ -8,12 +8,16 @@ can add their own checks in code (e.g. the optimizer builder).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from research.errors import ConfigError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 # key, types accepted, predicate on the value, what the predicate requires
 CHECKS: list[tuple[str, tuple, Any, str]] = [
@@ -70,3 +74,15 @@ def run_id() -> str:
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("run_id"):
         OmegaConf.register_new_resolver("run_id", run_id, use_cache=True)
+
+
+def compose_train(overrides: Sequence[str] = ()) -> DictConfig:
+    """The config ``python -m research.train <overrides>`` runs, composed in this process.
+
+    For tests and benchmarks that call ``research.experiment.run`` or ``build`` directly.
+    """
+    from hydra import compose, initialize_config_dir
+
+    register_resolvers()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=list(overrides))

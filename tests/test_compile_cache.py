@@ -6,10 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from research.cli import CONF_DIR
-from research.config import register_resolvers
+from research.config import compose_train
 from research.engine.profiler import ProfileWindow
 from research.errors import ConfigError
 from research.experiment import run
@@ -36,20 +34,17 @@ def test_a_second_identical_run_loads_its_programs_from_the_cache(tmp_path: Path
 
 
 def test_profile_writes_a_trace_of_the_window_into_the_run_directory(tmp_path: Path) -> None:
-    register_resolvers()
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                *TINY,
-                *SHORT,
-                "trainer.checkpoint.enabled=false",
-                "trainer.compile_cache=null",
-                "trainer.steps_per_call=8",
-                "trainer.profile=true",
-                "trainer.profile_steps=[8,16]",
-            ],
-        )
+    cfg = compose_train(
+        [
+            *TINY,
+            *SHORT,
+            "trainer.checkpoint.enabled=false",
+            "trainer.compile_cache=null",
+            "trainer.steps_per_call=8",
+            "trainer.profile=true",
+            "trainer.profile_steps=[8,16]",
+        ]
+    )
     tmp_path.mkdir(exist_ok=True)
     run(cfg, tmp_path)
     traces = list((tmp_path / "profile").glob("plugins/profile/*/*.xplane.pb"))

@@ -1,7 +1,5 @@
 """MLP, CNN and ResNet: shapes, sizes, activations by name, train/eval behaviour of dropout and batch norm."""
 
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,13 +8,14 @@ from flax import nnx
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from research.config import CONF_DIR
 from research.errors import ConfigError
 from research.models.cnn import CNN
 from research.models.layers import ACTIVATIONS
 from research.models.mlp import MLP
 from research.models.resnet import ResNet
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
+CONF = str(CONF_DIR)
 IMAGE = (8, 8, 1)
 
 

@@ -1,31 +1,24 @@
 """make_optimizer: every optimizer and schedule config, and each framework key doing its job."""
 
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from hydra import compose, initialize_config_dir
 
+from research.config import compose_train
 from research.errors import ConfigError
 from research.optim import make_optimizer, make_schedule
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
 ADAM = {"_target_": "optax.adam", "learning_rate": 1e-3}
 
 
 def optimizer_cfg(name: str, *overrides: str):
     """The optimizer node as the training config composes it (constant schedule unless overridden)."""
-    from research.config import register_resolvers
-
-    register_resolvers()
     schedule = (
         [] if any(o.startswith("optimizer/schedule=") for o in overrides) else ["optimizer/schedule=constant"]
     )
-    with initialize_config_dir(CONF, version_base="1.3"):
-        return compose("train", overrides=[f"optimizer={name}", *schedule, *overrides]).optimizer
+    return compose_train([f"optimizer={name}", *schedule, *overrides]).optimizer
 
 
 def regression_problem(n: int = 64, dim: int = 4):

@@ -9,10 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from hydra import compose, initialize_config_dir
 
-from research.cli import CONF_DIR
-from research.config import register_resolvers
+from research.config import compose_train
 from research.errors import ConfigError
 from research.experiment import build
 from research.models.cnn import CNN
@@ -58,18 +56,15 @@ def test_float32_policy_leaves_the_model_alone() -> None:
 
 
 def digits_task(precision: str):
-    register_resolvers()
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                "logger=none",
-                f"precision={precision}",
-                "model.hidden_sizes=[64]",
-                "optimizer/schedule=constant",
-                "optimizer.learning_rate=1e-2",
-            ],
-        )
+    cfg = compose_train(
+        [
+            "logger=none",
+            f"precision={precision}",
+            "model.hidden_sizes=[64]",
+            "optimizer/schedule=constant",
+            "optimizer.learning_rate=1e-2",
+        ]
+    )
     task, dataset, _ = build(cfg)
     batch = {k: v[:64] for k, v in dataset.splits["train"].arrays().items()}
     return task, batch

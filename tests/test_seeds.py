@@ -8,10 +8,8 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 
-from research.cli import CONF_DIR
-from research.config import register_resolvers
+from research.config import compose_train
 from research.engine.replicas import Replicas
 from research.errors import ConfigError
 from research.experiment import run
@@ -33,9 +31,7 @@ COMMON = (
 
 def train(run_dir: Path, *overrides: str) -> dict:
     """One run in this process, as ``python -m research.train`` would do it; returns summary.json."""
-    register_resolvers()
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=[*COMMON, *overrides])
+    cfg = compose_train([*COMMON, *overrides])
     run_dir.mkdir(parents=True)
     run(cfg, run_dir)
     return json.loads((run_dir / "summary.json").read_text())

@@ -61,17 +61,13 @@ MODELS = {
 
 def train_on_meshes(model: str) -> dict:
     """Child process: ``STEPS`` steps of ``MODELS[model]`` on one device and on each preset."""
-    from hydra import compose, initialize_config_dir
-
-    from research.config import register_resolvers
+    from research.config import compose_train
     from research.engine.feed import MemoryFeed
     from research.engine.replicas import Replicas
     from research.engine.steps import Programs
     from research.experiment import build
 
-    register_resolvers()
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[*MODELS[model], "logger=none", "optimizer/schedule=constant"])
+    cfg = compose_train([*MODELS[model], "logger=none", "optimizer/schedule=constant"])
     task, dataset, _ = build(cfg)
     rng = jax.random.PRNGKey(0)
     initial = {}
