@@ -66,7 +66,7 @@ def pure_jax_steps_per_s(
 ) -> float:
     """The hand-written baseline: params as a dict, optax.adam, one jitted step per dispatch."""
     sizes = [int(np.prod(images.shape[1:])), *hidden, 10]
-    keys = jax.random.split(jax.random.PRNGKey(0), len(sizes))
+    keys = jax.random.split(jax.random.PRNGKey(0), len(sizes) - 1)
     params = [
         {"w": jax.random.normal(k, (a, b)) * jnp.sqrt(2.0 / a), "b": jnp.zeros(b)}
         for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=True)
