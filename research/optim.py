@@ -74,7 +74,10 @@ def multistep_schedule(
             f"optimizer.schedule.milestones={list(milestones)} must be increasing fractions "
             "of the run, in (0, 1)"
         )
-    boundaries = {round(m * total_steps): factor for m in milestones}
+    boundaries: dict[int, float] = {}
+    for m in milestones:  # milestones that round to one step (a short run) compound there
+        step = round(m * total_steps)
+        boundaries[step] = boundaries.get(step, 1.0) * factor
     return optax.piecewise_constant_schedule(init_value, boundaries)
 
 

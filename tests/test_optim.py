@@ -73,6 +73,8 @@ def test_multistep_drops_at_fractions_of_the_run_and_checks_its_milestones():
     schedule = make_schedule(cfg, total_updates=64_000)  # ResNet's 64k iterations: drops at 32k and 48k
     values = [float(schedule(s)) for s in (0, 31_999, 32_000, 47_999, 48_000, 63_999)]
     assert values == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    short = make_schedule(cfg, total_updates=3)  # both milestones round to step 2: both drops apply
+    assert [float(short(s)) for s in range(3)] == pytest.approx([0.1, 0.1, 0.001])
     bad = optimizer_cfg("sgd", "optimizer/schedule=multistep", "optimizer.schedule.milestones=[0.75,0.5]")
     with pytest.raises(ConfigError, match="optimizer.schedule.milestones"):
         make_schedule(bad, total_updates=100)

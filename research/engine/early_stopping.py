@@ -6,14 +6,7 @@ keeps counting patience where the killed one stopped.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
-
-
-def _scalar(v: Any) -> Any:
-    v = np.asarray(v)
-    return v.item() if v.ndim == 0 else v.tolist()
 
 
 class BestTracker:
@@ -33,6 +26,7 @@ class BestTracker:
         self.is_new_best = False
 
     def update(self, step: int, metrics: dict) -> None:
+        """``metrics``: one evaluation's record values (floats, and per-seed lists)."""
         if self.metric not in metrics:
             return
         value = float(np.mean(metrics[self.metric]))
@@ -42,7 +36,7 @@ class BestTracker:
         self.is_new_best = self.value is None or self.sign * (value - self.value) >= 0
         if self.is_new_best:
             self.value, self.step = value, step
-            self.metrics = {k: _scalar(v) for k, v in metrics.items() if np.ndim(v) <= 1}
+            self.metrics = dict(metrics)
 
     @property
     def should_stop(self) -> bool:

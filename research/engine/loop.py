@@ -145,13 +145,16 @@ def fit(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
     )
     eval_data = feeds.eval_arrays(dataset, mesh)
+
+    def call_len(s: int) -> int:
+        """Steps in the call starting at ``s``: it ends on the next log/eval/checkpoint boundary."""
+        return min(_next_boundary(s, intervals, steps) - s, per_call)
+
     first = start or 0
     programs.compile_ahead(
         target,
         init=(init_rng, example) if start is None else None,
-        train=None
-        if feed.kind == "stream"
-        else (feed.data, feed.xs(first, min(_next_boundary(first, intervals, steps) - first, per_call))),
+        train=None if feed.kind == "stream" else (feed.data, feed.xs(first, call_len(first))),
         evals=list(eval_data.values()) if dataset is not None else None,
     )
     if start is not None:
@@ -189,7 +192,7 @@ def fit(
     prefix = "eval" if dataset is None else "val"
     try:
         while step < steps and not stopped_early:
-            n = min(_next_boundary(step, intervals, steps) - step, per_call)
+            n = call_len(step)
             xs = feed.xs(step, n)
             profile.before(step, n)
             compile_before = programs.trace_s + programs.compile_s
@@ -219,41 +222,38 @@ def fit(
                 window = {}
             evaluated = None
             if step % eval_every == 0 or at_end:
-                evaluated = jax.device_get(evaluate(state, "val" if dataset is not None else None))
-                record.update(_mean_metrics(prefix, evaluated))
-                best.update(step, _mean_metrics(prefix, evaluated))
+                evaluated = _mean_metrics(
+                    prefix, jax.device_get(evaluate(state, "val" if dataset is not None else None))
+                )
+                record.update(evaluated)
+                best.update(step, evaluated)
                 stopped_early = best.should_stop
             if record:
                 writers.write(step, record)
             new_best = evaluated is not None and best.is_new_best
             if preempt.set or step % ckpt_every == 0 or at_end or stopped_early or new_best:
-                save(state, step, _mean_metrics(prefix, evaluated) if evaluated is not None else None)
+                save(state, step, evaluated)
             if preempt.set:
-                raise Preempted(f"signal {preempt.signal or 'SIGINT'}: checkpoint saved at step {step}")
-    except Preempted:
-        bar.close()
-        if ckpt:
-            ckpt.close()
-        requeued = not preempt.interrupted and requeue_if_slurm()
-        writers.close()
-        preempt.restore()
-        if preempt.interrupted:
-            raise Interrupted(f"interrupted at step {step}; checkpoint saved{_resume_hint()}") from None
-        raise Preempted(
-            f"preempted at step {step}; checkpoint saved" + ("; job requeued" if requeued else _resume_hint())
-        ) from None
+                break
     finally:
         profile.close()
         bar.close()
         preempt.restore()
+    if preempt.set:  # the checkpoint of this step is saved: leave
+        if ckpt:
+            ckpt.close()
+        requeued = not preempt.interrupted and requeue_if_slurm()
+        writers.close()
+        if preempt.interrupted:
+            raise Interrupted(f"interrupted at step {step}; checkpoint saved{_resume_hint()}")
+        raise Preempted(
+            f"preempted at step {step}; checkpoint saved" + ("; job requeued" if requeued else _resume_hint())
+        )
 
     if ckpt:
         ckpt.wait()
     final_state = state
     if ckpt and best.step is not None and best.step != step:
-        target = jax.tree.map(
-            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
-        )
         final_state, _ = ckpt.restore(best.step, target)
     test_split = "test" if dataset is not None else None
     test = jax.device_get(evaluate(final_state, test_split))

@@ -36,6 +36,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from research.errors import ConfigError
+from research.optim import param_path
 
 AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")  # a batch is split over both: FSDP is data parallelism too
@@ -83,11 +84,6 @@ def batch_sharding(mesh: Mesh, shape: Sequence[int], axis: int) -> NamedSharding
             f"devices: make data.batch_size and data.eval_batch_size multiples of {ways}"
         )
     return NamedSharding(mesh, P(*([None] * axis), BATCH_AXES))
-
-
-def leaf_path(path: tuple) -> str:
-    """``params/hidden/0/kernel`` for a pytree key path (NNX Variables' trailing ``value`` dropped)."""
-    return jax.tree_util.keystr(path, simple=True, separator="/").removesuffix("/value")
 
 
 def compile_rules(rules: Sequence[Sequence[Any]] | None) -> list[tuple[re.Pattern, Any]]:
@@ -162,7 +158,7 @@ def state_shardings(
 
     def sharding(path: tuple, leaf: Any) -> NamedSharding:
         shape = tuple(leaf.shape)[leading_axes:]
-        spec = leaf_spec(leaf_path(path), shape, compiled, mesh)
+        spec = leaf_spec(param_path(path), shape, compiled, mesh)
         return NamedSharding(mesh, P(*([None] * leading_axes), *spec))
 
     return jax.tree_util.tree_map_with_path(sharding, abstract_state)

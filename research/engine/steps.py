@@ -110,20 +110,22 @@ class Programs:
         self._evaluate = jax.jit(evaluate)
         self._evaluate_free = jax.jit(evaluate_free)
 
-    def _submit(self, name: str, fn: Any, *args: Any) -> tuple:
-        """Lower ``fn`` for ``args`` (arrays or ShapeDtypeStructs) now, compile it in a thread."""
-        key = (name, str(jax.tree.map(lambda a: getattr(a, "shape", None), args[1:])))
+    def _submit(self, kind: str, fn: Any, *args: Any) -> tuple:
+        """Lower ``fn`` for ``args`` (arrays or ShapeDtypeStructs) now, compile it in a thread.
+
+        ``kind``: init, train or eval, the names ``trainer.unoptimized`` lists.
+        """
+        key = (fn, str(jax.tree.map(lambda a: getattr(a, "shape", None), args[1:])))
         if key not in self._cache:
             start = time.perf_counter()
             lowered = fn.lower(*args)
             self.trace_s += time.perf_counter() - start
-            unoptimized = name.split("_")[0] in self.unoptimized
-            options = {"xla_backend_optimization_level": 0} if unoptimized else None
+            options = {"xla_backend_optimization_level": 0} if kind in self.unoptimized else None
             self._cache[key] = _COMPILER.submit(lowered.compile, options)
         return key
 
-    def _compiled(self, name: str, fn: Any, *args: Any) -> Any:
-        key = self._submit(name, fn, *args)
+    def _compiled(self, kind: str, fn: Any, *args: Any) -> Any:
+        key = self._submit(kind, fn, *args)
         if isinstance(self._cache[key], Future):
             start = time.perf_counter()
             self._cache[key] = self._cache[key].result()
@@ -149,16 +151,13 @@ class Programs:
         if train is not None:
             self._submit("train", self._chunk, state, *train)
         if evals is None:
-            self._submit("eval_free", self._evaluate_free, state)
+            self._submit("eval", self._evaluate_free, state)
         else:
             for batches, mask in evals:
                 self._submit("eval", self._evaluate, state, batches, mask)
 
     def init(self, rng: jax.Array, example: Any) -> Any:
         return self._compiled("init", self._init, rng, example)(rng, example)
-
-    def abstract_state(self, rng: jax.Array, example: Any) -> Any:
-        return jax.eval_shape(self._init, rng, example)
 
     def train(self, state: Any, data: Any, xs: Any) -> tuple[Any, dict]:
         return self._compiled("train", self._chunk, state, data, xs)(state, data, xs)
@@ -167,4 +166,4 @@ class Programs:
         return self._compiled("eval", self._evaluate, state, batches, mask)(state, batches, mask)
 
     def evaluate_free(self, state: Any) -> dict:
-        return self._compiled("eval_free", self._evaluate_free, state)(state)
+        return self._compiled("eval", self._evaluate_free, state)(state)

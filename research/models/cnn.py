@@ -10,7 +10,7 @@ from flax import nnx
 
 from research.errors import ConfigError
 from research.models.layers import activation as activation_fn
-from research.models.layers import check_rate
+from research.models.layers import check_rate, image_shape
 
 POOLS: dict[str, Callable[..., jax.Array]] = {"max": nnx.max_pool, "avg": nnx.avg_pool}
 
@@ -73,9 +73,7 @@ class CNN(nnx.Module):
         *,
         rngs: nnx.Rngs,
     ):
-        input_shape = tuple(input_shape)
-        if len(input_shape) != 3:
-            raise ConfigError(f"model CNN needs images (H, W, C); the data gives {input_shape}")
+        input_shape = image_shape("CNN", input_shape)
         if pool not in POOLS:
             raise ConfigError(f"model.pool={pool!r} is not one of: {', '.join(POOLS)}")
         self.activation = activation_fn(activation)

@@ -1,8 +1,8 @@
-"""Pieces shared by the model families: activations chosen by name in config."""
+"""Pieces shared by the model families: activations chosen by name, and config checks."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -30,3 +30,11 @@ def check_rate(name: str, rate: float) -> float:
     if not 0.0 <= rate < 1.0:
         raise ConfigError(f"model.{name}={rate} must be in [0, 1)")
     return float(rate)
+
+
+def image_shape(model: str, input_shape: Sequence[int]) -> tuple[int, int, int]:
+    """``input_shape`` as (H, W, C), or a ConfigError naming ``model`` when the data is not images."""
+    shape = tuple(input_shape)
+    if len(shape) != 3:
+        raise ConfigError(f"model {model} needs images (H, W, C); the data gives {shape}")
+    return shape

@@ -18,6 +18,7 @@ from flax import nnx
 
 from research.errors import ConfigError
 from research.models.layers import activation as activation_fn
+from research.models.layers import image_shape
 
 STEMS = ("cifar", "imagenet")
 # He initialisation over the output fan, as torchvision's ResNet.
@@ -139,9 +140,7 @@ class ResNet(nnx.Module):
         *,
         rngs: nnx.Rngs,
     ):
-        input_shape = tuple(input_shape)
-        if len(input_shape) != 3:
-            raise ConfigError(f"model ResNet needs images (H, W, C); the data gives {input_shape}")
+        input_shape = image_shape("ResNet", input_shape)
         if block not in BLOCKS:
             raise ConfigError(f"model.block={block!r} is not one of: {', '.join(BLOCKS)}")
         if stem not in STEMS:
