@@ -125,7 +125,7 @@ def test_replay_buffer_wraps_around_and_samples_only_written_rows() -> None:
 
 
 def test_ppo_chunk_updates_params_and_reports_metrics(cartpole_ppo) -> None:
-    _, init, chunk, evaluate = cartpole_ppo
+    task, init, chunk, evaluate = cartpole_ppo
     state = init(jax.random.PRNGKey(0))
     assert state["step"].dtype == jnp.int32 and state["rng"].dtype == jnp.uint32
     new, metrics = chunk(state)
@@ -145,6 +145,8 @@ def test_ppo_chunk_updates_params_and_reports_metrics(cartpole_ppo) -> None:
     assert all(jax.tree.leaves(changed))
     assert not np.array_equal(state["obs"], new["obs"])
     assert float(evaluate(new)["return"]) >= 8  # CartPole's shortest episodes last ~8 steps
+    sums = jax.jit(lambda s: task.eval_step(s, None))(new)
+    assert float(sums["episodes"]) == task.eval_episodes, "every evaluation episode ends"
 
 
 def test_ppo_learns_cartpole_far_beyond_random(cartpole_ppo) -> None:

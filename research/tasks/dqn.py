@@ -22,10 +22,8 @@ from flax import nnx
 
 from research.tasks.rl_common import (
     Agent,
-    check_env_rng,
     completed_return,
     env_keys,
-    model_graphdef,
     positive_ints,
     require,
     strong,
@@ -90,47 +88,41 @@ class DQN(Agent):
         eval_episodes: int,
         env_rng: str,
     ):
-        require(env is not None, "task=dqn needs an environment: add env=cartpole (see conf/env/)")
+        super().__init__("dqn", env, dataset, num_envs, eval_episodes, env_rng)
         require(
             env.discrete, f"task=dqn needs discrete actions; {env.name} has continuous ones: use task=ppo"
         )
         positive_ints(
             "dqn",
-            num_envs=num_envs,
             train_frequency=train_frequency,
             buffer_size=buffer_size,
             batch_size=batch_size,
             target_update_every=target_update_every,
-            eval_episodes=eval_episodes,
         )
         require(0 < tau <= 1, f"task.tau must be in (0, 1], got {tau}")
         require(
             0 <= exploration_fraction <= 1,
             f"task.exploration_fraction must be in [0, 1], got {exploration_fraction}",
         )
-        self.env = env
-        self.num_envs, self.train_frequency = num_envs, train_frequency
+        self.train_frequency = train_frequency
         self.buffer_size, self.batch_size = buffer_size, batch_size
         self.learning_starts, self.target_update_every = int(learning_starts), target_update_every
         self.tau, self.gamma, self.double_dqn = float(tau), float(gamma), bool(double_dqn)
-        self.eval_episodes = eval_episodes
-        self.env_rng = check_env_rng("dqn", env_rng)
-        self.tx = make_optimizer(total_steps)
+        # Updates before learning_starts leave the optimizer alone: its schedule spans the rest.
+        idle_steps = -(-self.learning_starts // (train_frequency * num_envs))
+        self.tx = make_optimizer(max(total_steps - idle_steps, 1))
         total_env_steps = total_steps * train_frequency * num_envs
         self.epsilon = optax.linear_schedule(
             float(epsilon_start), float(epsilon_end), max(int(exploration_fraction * total_env_steps), 1)
         )
-        self.build = functools.partial(model, obs_shape=env.obs_shape, num_actions=env.action_dim)
-        self.graphdef = model_graphdef(self.build)
+        self.set_model(functools.partial(model, obs_shape=env.obs_shape, num_actions=env.action_dim))
 
     def init(self, rng: jax.Array, batch: Any = None) -> dict:
         state = self.fresh_state(rng)
-        params = state["params"]
         return strong(
             {
                 **state,
-                "target_params": params,
-                "opt_state": self.tx.init(params),
+                "target_params": state["params"],
                 "buffer": buffer_init(self.buffer_size, self.env.obs_shape),
                 "env_steps": jnp.int32(0),
             }

@@ -26,11 +26,9 @@ from flax import nnx
 
 from research.tasks.rl_common import (
     Agent,
-    check_env_rng,
     completed_return,
     env_keys,
     gae,
-    model_graphdef,
     positive_ints,
     require,
     strong,
@@ -83,14 +81,9 @@ class PPO(Agent):
         eval_episodes: int,
         env_rng: str,
     ):
-        require(env is not None, "task=ppo needs an environment: add env=cartpole (see conf/env/)")
+        super().__init__("ppo", env, dataset, num_envs, eval_episodes, env_rng)
         positive_ints(
-            "ppo",
-            num_envs=num_envs,
-            num_steps=num_steps,
-            update_epochs=update_epochs,
-            num_minibatches=num_minibatches,
-            eval_episodes=eval_episodes,
+            "ppo", num_steps=num_steps, update_epochs=update_epochs, num_minibatches=num_minibatches
         )
         batch = num_envs * num_steps
         require(
@@ -101,22 +94,19 @@ class PPO(Agent):
             0 < gamma <= 1 and 0 <= gae_lambda <= 1,
             "task.gamma must be in (0, 1] and task.gae_lambda in [0, 1]",
         )
-        self.env = env
-        self.num_envs, self.num_steps = num_envs, num_steps
+        self.num_steps = num_steps
         self.update_epochs, self.num_minibatches = update_epochs, num_minibatches
         self.gamma, self.gae_lambda = float(gamma), float(gae_lambda)
         self.clip_eps, self.ent_coef, self.vf_coef = float(clip_eps), float(ent_coef), float(vf_coef)
-        self.eval_episodes = eval_episodes
-        self.env_rng = check_env_rng("ppo", env_rng)
         self.tx = make_optimizer(total_steps * update_epochs * num_minibatches)
-        self.build = functools.partial(
-            model, obs_shape=env.obs_shape, action_dim=env.action_dim, continuous=not env.discrete
+        self.set_model(
+            functools.partial(
+                model, obs_shape=env.obs_shape, action_dim=env.action_dim, continuous=not env.discrete
+            )
         )
-        self.graphdef = model_graphdef(self.build)
 
     def init(self, rng: jax.Array, batch: Any = None) -> dict:
-        state = self.fresh_state(rng)
-        return strong({**state, "opt_state": self.tx.init(state["params"])})
+        return strong(self.fresh_state(rng))
 
     def _rollout(self, params: dict, env_state: Any, obs: jax.Array, key: jax.Array) -> tuple:
         """``num_steps`` steps of every env; the randomness of all of them is drawn up front."""

@@ -11,18 +11,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import optax
 from flax import nnx
 
 from research.errors import ConfigError
+from research.metrics import safe_divide
 
 ENV_RNG_IMPLS = ("threefry2x32", "unsafe_rbg")
-
-
-def raw_key(rng: jax.Array) -> jax.Array:
-    """A raw uint32 threefry key, whichever kind the engine passed: it checkpoints as a plain array."""
-    if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
-        return jax.random.key_data(rng)
-    return rng
 
 
 def check_env_rng(task: str, impl: str) -> str:
@@ -148,36 +143,40 @@ def evaluate_greedy(
     }
 
 
-def mean_return(sums: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
-    """``finalize`` of both RL tasks: mean greedy-episode return."""
-    return {"return": sums["return_sum"] / jnp.maximum(sums["episodes"], 1.0)}
-
-
 class Agent:
-    """What PPO and DQN share: a model built for the env, a fresh state, greedy evaluation.
-
-    Subclasses set ``env``, ``num_envs``, ``env_rng``, ``eval_episodes``, ``build`` and
-    ``graphdef`` and say how the model acts greedily (``greedy_action``).
+    """What PPO and DQN share: checks of the env settings, a model built for the env, a fresh
+    state, greedy evaluation. Subclasses call ``__init__`` first, then ``set_model`` and set ``tx``,
+    and say how the model acts greedily (``greedy_action``).
     """
 
-    env: Any
-    num_envs: int
-    env_rng: str
-    eval_episodes: int
-    build: Callable[..., nnx.Module]
-    graphdef: nnx.GraphDef
+    tx: optax.GradientTransformation
+
+    def __init__(
+        self, task: str, env: Any, dataset: Any, num_envs: int, eval_episodes: int, env_rng: str
+    ) -> None:
+        require(env is not None, f"task={task} needs an environment: add env=cartpole (see conf/env/)")
+        require(dataset is None, f"task={task} learns from an environment, not a dataset: set data=none")
+        positive_ints(task, num_envs=num_envs, eval_episodes=eval_episodes)
+        self.env, self.num_envs, self.eval_episodes = env, num_envs, eval_episodes
+        self.env_rng = check_env_rng(task, env_rng)
+
+    def set_model(self, build: Callable[..., nnx.Module]) -> None:
+        """``build(rngs=...)`` makes the model; its static structure is kept for ``nnx.merge``."""
+        self.build = build
+        self.graphdef = model_graphdef(build)
 
     def greedy_action(self, model: nnx.Module, obs: jax.Array) -> jax.Array:
         raise NotImplementedError
 
     def fresh_state(self, rng: jax.Array) -> dict:
-        """Step 0: new parameters, every env reset, and the keys for training and evaluation."""
-        rng, model_key, env_key, eval_key = jax.random.split(raw_key(rng), 4)
+        """Step 0: new parameters and optimizer state, every env reset, keys for training and eval."""
+        rng, model_key, env_key, eval_key = jax.random.split(rng, 4)
         _, params = split_model(self.build(rngs=nnx.Rngs(model_key)))
         obs, env_state = self.env.reset(env_keys(env_key, (self.num_envs,), self.env_rng))
         return {
             "step": jnp.int32(0),
             "params": params,
+            "opt_state": self.tx.init(params),
             "env_state": env_state,
             "obs": obs,
             "rng": rng,
@@ -198,4 +197,5 @@ class Agent:
         )
 
     def finalize(self, sums: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
-        return mean_return(sums)
+        """Mean greedy-episode return."""
+        return {"return": safe_divide(sums["return_sum"], sums["episodes"])}
