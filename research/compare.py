@@ -15,12 +15,13 @@ import fnmatch
 import json
 import math
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from research.cli import fail
+from research.engine.plots import pyplot, read_history
 from research.errors import UserError
 
 RUN_FILES = (".hydra/config.yaml", "summary.json", "metrics.jsonl")
@@ -29,7 +30,6 @@ FINAL_PREFIXES = ("test/", "val/", "eval/")
 EXTRA_FINAL = ("train/return",)
 PER_SEED_SUFFIX = "_per_seed"
 MISSING = "-"
-EXIT_USER_ERROR = 2
 
 
 @dataclass
@@ -80,18 +80,6 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: node}
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut short by a killed run
-    return records
-
-
 def load_run(path: Path) -> Run:
     from omegaconf import OmegaConf
 
@@ -99,11 +87,14 @@ def load_run(path: Path) -> Run:
     # Unresolved: interpolations stay as written, so equal ones compare equal.
     params = OmegaConf.to_container(OmegaConf.load(config), resolve=False) if config.exists() else {}
     final = json.loads(summary.read_text()) if summary.exists() else {}
-    return Run(path=path, params=_flatten(params), summary=final, history=_read_jsonl(path / "metrics.jsonl"))
+    return Run(
+        path=path, params=_flatten(params), summary=final, history=read_history(path / "metrics.jsonl")
+    )
 
 
 def _natural_key(path: Path) -> list:
-    return [int(p) if p.isdigit() else p for p in path.parts]
+    """Sort key that puts job 2 before job 10; numeric and other names never compare directly."""
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in path.parts]
 
 
 def find_runs(paths: Sequence[Path]) -> list[Run]:
@@ -222,11 +213,7 @@ def curve_metrics(runs: Sequence[Run]) -> list[str]:
 
 def plot_curves(rows: Sequence[Row], keys: Sequence[str], out_dir: Path) -> list[Path]:
     """One PNG per logged metric: a line per row (mean over its seeds) and a +-std band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for metric in curve_metrics([r for row in rows for r in row.runs]):
@@ -313,8 +300,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         print(compare(args.paths, metrics=metrics, ignore=args.ignore, out_dir=out))
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
+        fail(str(e))
 
 
 if __name__ == "__main__":

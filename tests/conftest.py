@@ -58,6 +58,16 @@ def run_train(
 
 # Small, fast settings for end-to-end runs through the CLI.
 TINY = ("logger=none", "trainer.progress=false")
+# The default experiment in a few steps: for sweeps, where each job's result matters less than the jobs.
+DIGITS_FAST = ("+experiment=digits_mlp", "optimizer/schedule=constant", "+debug=fast", *TINY)
+
+
+def parse_table(text: str) -> tuple[list[str], list[dict[str, str]]]:
+    """(header, rows as {column: cell}) of the markdown table in ``text`` (research.compare's output)."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+    return header, [dict(zip(header, row, strict=True)) for row in cells]
 
 
 @pytest.fixture

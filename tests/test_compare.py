@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from research import compare
+from research import cli, compare
 from research.errors import UserError
+from tests.conftest import parse_table
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LEARNING_RATES = (0.01, 0.001)
@@ -56,14 +57,6 @@ def fake_sweep(root: Path) -> dict[tuple[float, int], dict]:
         summaries[(lr, seed)] = summary
     (root / "multirun.yaml").write_text("hydra: {}\n")
     return summaries
-
-
-def parse_table(text: str) -> tuple[list[str], list[dict[str, str]]]:
-    lines = [line for line in text.splitlines() if line.startswith("|")]
-    header = [c.strip() for c in lines[0].strip("|").split("|")]
-    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
-    rows = [dict(zip(header, row, strict=True)) for row in cells]
-    return header, rows
 
 
 def test_seed_sweep_table_is_mean_and_std_of_the_summaries(tmp_path, capsys):
@@ -143,7 +136,7 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     for argv in ([str(tmp_path / "missing")], [str(tmp_path / "empty")]):
         with pytest.raises(SystemExit) as exit_info:
             compare.main(argv)
-        assert exit_info.value.code == compare.EXIT_USER_ERROR
+        assert exit_info.value.code == cli.EXIT_USER_ERROR
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1
     fake_sweep(tmp_path / "sweep")

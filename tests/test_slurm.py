@@ -21,6 +21,8 @@ import yaml
 
 from research.errors import ConfigError
 from research.launch.slurm import SLURM_LAUNCHER, check_launcher
+from tests.checkpoints import latest_checkpoint
+from tests.conftest import DIGITS_FAST as FAST
 from tests.conftest import ROOT, TINY, run_train
 
 # A short run whose steps are slow enough (one per call, a record per step) to be requeued in the middle.
@@ -35,7 +37,6 @@ TRAIN = (
     "trainer.plots=false",
     *TINY,
 )
-FAST = ("+experiment=digits_mlp", "optimizer/schedule=constant", "+debug=fast", *TINY)
 JOB_TIMEOUT_S = 240
 
 
@@ -238,14 +239,15 @@ def test_sweep_through_the_slurm_launcher(tmp_path):
     assert any((sweep / ".submitit").iterdir())
 
 
-@needs_slurm
-def test_a_partition_that_does_not_exist_fails_before_submitting(tmp_path):
+def _refused_sweep(tmp_path: Path, sweep_value: str, partition: str) -> str:
+    """A 2-job sweep that preflight must refuse: exit 2, one stderr line, nothing created or
+    submitted. Returns that line."""
     sweep = tmp_path / "sweep"
     proc = run_train(
         "-m",
         *FAST,
-        "seed=0,1",
-        *_launcher_overrides("nope"),
+        sweep_value,
+        *_launcher_overrides(partition),
         f"hydra.sweep.dir={sweep}",
         cwd=tmp_path,
         env=_env(),
@@ -254,27 +256,21 @@ def test_a_partition_that_does_not_exist_fails_before_submitting(tmp_path):
     )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "invalid partition specified: nope" in lines[0], proc.stderr
+    assert len(lines) == 1, proc.stderr
     assert not sweep.exists()
+    assert _jobs_submitted_from(tmp_path) == []
+    return lines[0]
+
+
+@needs_slurm
+def test_a_partition_that_does_not_exist_fails_before_submitting(tmp_path):
+    assert "invalid partition specified: nope" in _refused_sweep(tmp_path, "seed=0,1", "nope")
 
 
 @needs_slurm
 def test_a_bad_sweep_value_fails_before_any_job_is_submitted(tmp_path):
-    proc = run_train(
-        "-m",
-        *FAST,
-        "optimizer.learning_rate=1e-3,fast",
-        *_launcher_overrides(_partition()),
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        cwd=tmp_path,
-        env=_env(),
-        check=False,
-        timeout=120,
-    )
-    assert proc.returncode == 2
-    assert "optimizer.learning_rate" in proc.stderr and proc.stderr.strip().count("\n") == 0
-    assert not (tmp_path / "sweep").exists()
-    assert _jobs_submitted_from(tmp_path) == []
+    line = _refused_sweep(tmp_path, "optimizer.learning_rate=1e-3,fast", _partition())
+    assert "optimizer.learning_rate" in line
 
 
 @needs_slurm
@@ -299,11 +295,7 @@ def test_requeued_job_resumes_in_the_same_run_dir_and_matches_an_uninterrupted_r
     )
     job = submit.stdout.strip().split(";")[0]
     run_dir = tmp_path / "runs" / "digits_mlp" / f"slurm-{job}"
-    checkpoints = run_dir / "checkpoints"
-    _wait(
-        lambda: checkpoints.exists() and any(p.name.isdigit() for p in checkpoints.iterdir()),
-        "the first checkpoint",
-    )
+    _wait(lambda: latest_checkpoint(run_dir) > 0, "the first checkpoint")
     assert not (run_dir / "summary.json").exists(), "finished before the requeue: slow the run down"
     subprocess.run(["scontrol", "requeue", job], check=True)
     _wait(lambda: _job_field(job, "JobState") in ("COMPLETED", "FAILED", "CANCELLED"), "the requeued job")

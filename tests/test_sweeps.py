@@ -13,9 +13,10 @@ import pytest
 import yaml
 
 from research import compare
-from tests.conftest import TERMINAL_TRAIN, TINY, run_train, train_cmd
+from research.launch.study import sqlite_storage
+from tests.conftest import DIGITS_FAST as FAST
+from tests.conftest import TERMINAL_TRAIN, parse_table, run_train, train_cmd
 
-FAST = ("+experiment=digits_mlp", "optimizer/schedule=constant", "+debug=fast", *TINY)
 STUDY = "digits_mlp_tpe"  # hparams_search=digits_optuna names its study <experiment name>_tpe
 TRIAL_TIMEOUT_S = 120
 
@@ -30,11 +31,9 @@ def test_grid_sweep_gives_each_job_a_run_dir_and_compares(tmp_path, capsys):
         summaries[lr] = json.loads((sweep / str(job) / "summary.json").read_text())
 
     compare.main([str(sweep), "--metrics", "test/accuracy,test/loss"])
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
-    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    header, rows = parse_table(capsys.readouterr().out)
     assert header == ["optimizer.learning_rate", "n", "test/accuracy", "test/loss", "runs"]
-    for line in lines[2:]:
-        cells = dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True))
+    for cells in rows:
         summary = summaries[float(cells["optimizer.learning_rate"])]
         assert float(cells["test/accuracy"]) == pytest.approx(summary["test/accuracy"], abs=5e-4)
         assert float(cells["test/loss"]) == pytest.approx(summary["test/loss"], rel=1e-3)
@@ -44,7 +43,7 @@ def test_grid_sweep_gives_each_job_a_run_dir_and_compares(tmp_path, capsys):
 def _study(cwd: Path):
     import optuna
 
-    storage = f"sqlite:///{cwd / 'runs' / 'optuna' / STUDY / 'study.db'}"
+    storage = sqlite_storage(str(cwd / "runs" / "optuna" / STUDY / "study.db"))
     return optuna.load_study(study_name=STUDY, storage=storage)
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display), imported on first use."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -18,9 +19,16 @@ def _pyplot():
 
 
 def read_history(path: Path) -> list[dict]:
+    """The records of a metrics.jsonl; a last line cut short by a killed run is left out."""
     if not Path(path).exists():
         return []
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
 
 
 def learning_curves(history: list[dict], out: Path, title: str) -> Path | None:
@@ -37,7 +45,7 @@ def learning_curves(history: list[dict], out: Path, title: str) -> Path | None:
     shared = {m: s for m, s in series.items() if m in ("loss", "accuracy", "return", "f1")} or series
     if not shared:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(shared), figsize=(4.5 * len(shared), 3.5), squeeze=False)
     for ax, (metric, splits) in zip(axes[0], sorted(shared.items()), strict=True):
         for split, (xs, ys) in sorted(splits.items()):
@@ -55,7 +63,7 @@ def learning_curves(history: list[dict], out: Path, title: str) -> Path | None:
 
 def confusion_matrix(matrix: np.ndarray, class_names: list[str], out: Path, title: str) -> Path:
     """Counts with row-normalised colours: rows are true classes, columns predictions."""
-    plt = _pyplot()
+    plt = pyplot()
     matrix = np.asarray(matrix)
     if matrix.ndim == 3:  # several seeds: their sum
         matrix = matrix.sum(0)

@@ -20,11 +20,11 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from research.cli import fail
 from research.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,7 +43,6 @@ MOUNT = "gcs"  # the bucket's mount point on each worker, relative to $HOME
 ARCHIVE = "research.tar.gz"
 DEFAULT_GROUP = "tpu"  # run directory parent when no --group is given
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-EXIT_USER_ERROR = 2
 
 GCSFUSE_INSTALL = (
     "command -v gcsfuse >/dev/null || { "
@@ -277,8 +276,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         }[args.action]
         execute(build(args), args.dry_run)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
+        fail(str(e))
 
 
 if __name__ == "__main__":
