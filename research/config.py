@@ -18,6 +18,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from research.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+TARGET_GROUPS = ("model", "task")  # config groups whose keys are the arguments of their _target_
 
 # key, types accepted, predicate on the value, what the predicate requires
 CHECKS: list[tuple[str, tuple, Any, str]] = [
@@ -59,6 +60,34 @@ def check(cfg: DictConfig) -> None:
             raise ConfigError(f"{key} is required: set it on the command line ({key}=...)")
         if isinstance(node, bool) or not isinstance(node, types) or not ok(node):
             raise ConfigError(f"{key} must be {requirement}, got {node!r}")
+    for group in TARGET_GROUPS:
+        _check_parameters(group, cfg.get(group))
+
+
+def _check_parameters(group: str, node: Any) -> None:
+    """Every key of ``node`` is a parameter of its ``_target_``: a recipe's ``model.channels``
+    left over after ``model=resnet`` is one line here, not a TypeError inside the first trace.
+    """
+    import inspect
+
+    from hydra.utils import get_object
+
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        return
+    try:
+        target = get_object(node._target_)
+    except Exception:  # noqa: BLE001 - any import failure is the same bad _target_ to the user
+        raise ConfigError(f"{group}._target_={node._target_!r} cannot be imported") from None
+    # NNX module classes hide __init__'s signature behind their metaclass: read it directly.
+    params = inspect.signature(target.__init__ if inspect.isclass(target) else target).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    for key in node:
+        if not str(key).startswith("_") and key not in params:
+            raise ConfigError(
+                f"{group}.{key} is not a parameter of {node._target_} (a recipe may have set it "
+                f"for another {group}): remove it with ~{group}.{key}, or see conf/{group}/"
+            )
 
 
 def run_id() -> str:

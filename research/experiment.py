@@ -7,7 +7,6 @@ settings); ``run`` hands them to the engine. Nothing below this module sees Hydr
 from __future__ import annotations
 
 import functools
-import inspect
 import logging
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ from research.engine import distributed
 from research.engine.loop import TrainerConfig, fit, total_steps
 from research.engine.replicas import Replicas
 from research.engine.writers import WandbWriter, Writers
-from research.errors import ConfigError
 from research.optim import make_optimizer
 
 
@@ -39,35 +37,18 @@ def build(cfg: DictConfig) -> tuple[Any, Any, TrainerConfig]:
 
         extra["env"] = make_env(cfg.env)
     # Objects are passed to partials, not to instantiate(): its kwargs must be config values.
-    make_task = _partial("task", cfg.task)
+    make_task = instantiate(cfg.task, _partial_=True, _convert_="all")
     policy = precision.Policy(**(OmegaConf.to_container(cfg.precision) if cfg.get("precision") else {}))
     if precision.check_task_supports(make_task, policy):
         extra["precision"] = policy
     task = make_task(
-        model=policy.model_factory(_partial("model", cfg.model)),
+        model=policy.model_factory(instantiate(cfg.model, _partial_=True, _convert_="all")),
         make_optimizer=replicas_of(cfg).optimizer(functools.partial(make_optimizer, cfg.optimizer)),
         total_steps=total_steps(trainer, dataset),
         dataset=dataset,
         **extra,
     )
     return task, dataset, trainer
-
-
-def _partial(group: str, node: DictConfig) -> functools.partial:
-    """``instantiate(node, _partial_=True)``, with every config key checked against the target's
-    parameters: a recipe's ``model.channels`` left over after ``model=resnet`` is one clear line.
-    """
-    made = instantiate(node, _partial_=True, _convert_="all")
-    target = made.func.__init__ if inspect.isclass(made.func) else made.func  # NNX metaclasses hide it
-    params = inspect.signature(target).parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        for key in made.keywords:
-            if key not in params:
-                raise ConfigError(
-                    f"{group}.{key} is not a parameter of {node._target_} (a recipe may have set it "
-                    f"for another {group}): remove it with ~{group}.{key}, or see conf/{group}/"
-                )
-    return made
 
 
 def replicas_of(cfg: DictConfig) -> Replicas:

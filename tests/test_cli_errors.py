@@ -50,6 +50,22 @@ def test_a_recipes_model_keys_left_over_after_switching_model_are_one_line(run_d
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert lines[0].startswith("error: model.channels is not a parameter of research.models.resnet.ResNet")
     assert "~model.channels" in lines[0]
+    assert not run_dir.exists(), "refused before Hydra creates the run directory"
+
+
+def test_bad_input_leaves_a_saved_run_untouched(run_dir: Path) -> None:
+    """Rerunning a finished run's directory with bad input changes none of its files."""
+    run_train(*TINY, "+debug=fast", f"hydra.run.dir={run_dir}")
+
+    def snapshot() -> dict:
+        return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in run_dir.rglob("*") if p.is_file()}
+
+    before = snapshot()
+    assert any("checkpoints" in p for p in before) and any(p.endswith("summary.json") for p in before)
+    for bad in (["optimizer.learning_rate=-1"], ["+experiment=digits_cnn", "model=resnet"]):
+        proc = run_train(*bad, *TINY, f"hydra.run.dir={run_dir}", check=False, timeout=60)
+        assert proc.returncode == 2, proc.stderr
+        assert snapshot() == before, bad
 
 
 @pytest.mark.skipif(
@@ -69,6 +85,7 @@ def test_unwritable_run_dir_as_file(tmp_path: Path) -> None:
     blocker.write_text("keep me")
     proc = run_train(*TINY, f"hydra.run.dir={blocker / 'run'}", check=False, timeout=60)
     assert proc.returncode == 2, proc.stderr
+    assert len([line for line in proc.stderr.splitlines() if line.strip()]) == 1, proc.stderr
     assert "not writable" in proc.stderr and "Traceback" not in proc.stderr
     assert blocker.read_text() == "keep me"
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from tests.conftest import TINY, run_train
 
@@ -44,7 +45,19 @@ def test_cartpole_ppo_reaches_475_for_at_least_4_of_5_seeds(run_dir: Path) -> No
         *TINY,
         f"hydra.run.dir={run_dir}",
     )
-    returns = last_fraction_returns(_records(run_dir), 976, 8)
+    config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+    task, opt = config["task"], config["optimizer"]
+    assert (task["num_envs"], task["num_steps"], task["update_epochs"], task["num_minibatches"]) == (
+        4,
+        128,
+        4,
+        4,
+    )
+    assert opt["learning_rate"] == 2.5e-4 and opt["schedule"]["_target_"] == "optax.linear_schedule"
+    assert opt["schedule"]["end_value"] == 0.0 and opt["clip_norm"] == 0.5
+    steps = config["trainer"]["max_steps"]
+    assert steps * 4 * 128 == 499_712  # 5e5 env steps in whole iterations
+    returns = last_fraction_returns(_records(run_dir), steps, 8)
     summary = json.loads((run_dir / "summary.json").read_text())
     print(
         f"\ncartpole_ppo last-10% train return per seed: {np.round(returns, 1).tolist()}; "
