@@ -75,55 +75,24 @@ def _where(args: argparse.Namespace) -> list[str]:
     return [f"--zone={args.zone}"] + ([f"--project={args.project}"] if args.project else [])
 
 
+def _tpus(args: argparse.Namespace, kind: str, verb: str, *rest: str) -> list[str]:
+    """``gcloud compute tpus <kind> <verb> <rest...> --zone=... [--project=...]``."""
+    return ["gcloud", "compute", "tpus", kind, verb, *rest, *_where(args)]
+
+
 def create_commands(args: argparse.Namespace) -> list[list[str]]:
     """A TPU VM now, or (``--queued``) a queued resource that waits for capacity."""
     version = args.version or runtime_version(args.accelerator)
     spot = ["--spot"] if args.spot else []
     accelerator = f"--accelerator-type={args.accelerator}"
     if args.queued:
-        return [
-            [
-                "gcloud",
-                "compute",
-                "tpus",
-                "queued-resources",
-                "create",
-                args.name,
-                f"--node-id={args.name}",
-                accelerator,
-                f"--runtime-version={version}",
-                *spot,
-                *_where(args),
-            ]
-        ]
-    return [
-        [
-            "gcloud",
-            "compute",
-            "tpus",
-            "tpu-vm",
-            "create",
-            args.name,
-            accelerator,
-            f"--version={version}",
-            *spot,
-            *_where(args),
-        ]
-    ]
+        node = [f"--node-id={args.name}", accelerator, f"--runtime-version={version}"]
+        return [_tpus(args, "queued-resources", "create", args.name, *node, *spot)]
+    return [_tpus(args, "tpu-vm", "create", args.name, accelerator, f"--version={version}", *spot)]
 
 
 def _on_workers(args: argparse.Namespace, command: str) -> list[str]:
-    return [
-        "gcloud",
-        "compute",
-        "tpus",
-        "tpu-vm",
-        "ssh",
-        args.name,
-        f"--worker={args.worker}",
-        *_where(args),
-        f"--command={command}",
-    ]
+    return [*_tpus(args, "tpu-vm", "ssh", args.name, f"--worker={args.worker}"), f"--command={command}"]
 
 
 def setup_script(bucket: str | None) -> str:
@@ -149,17 +118,7 @@ def setup_commands(args: argparse.Namespace, archive: Path) -> list[list[str]]:
     """Ship the committed code (``git archive HEAD``) to every worker and install it there."""
     return [
         ["git", "-C", str(ROOT), "archive", "--format=tar.gz", f"--output={archive}", "HEAD"],
-        [
-            "gcloud",
-            "compute",
-            "tpus",
-            "tpu-vm",
-            "scp",
-            str(archive),
-            f"{args.name}:{ARCHIVE}",
-            f"--worker={args.worker}",
-            *_where(args),
-        ],
+        _tpus(args, "tpu-vm", "scp", str(archive), f"{args.name}:{ARCHIVE}", f"--worker={args.worker}"),
         _on_workers(args, setup_script(args.bucket)),
     ]
 
@@ -188,25 +147,13 @@ def ssh_command(args: argparse.Namespace) -> list[list[str]]:
 
 def status_command(args: argparse.Namespace) -> list[list[str]]:
     kind = "queued-resources" if args.queued else "tpu-vm"
-    return [["gcloud", "compute", "tpus", kind, "describe", args.name, *_where(args)]]
+    return [_tpus(args, kind, "describe", args.name)]
 
 
 def delete_command(args: argparse.Namespace) -> list[list[str]]:
     if args.queued:  # --force also deletes the TPU VM the queued resource holds
-        return [
-            [
-                "gcloud",
-                "compute",
-                "tpus",
-                "queued-resources",
-                "delete",
-                args.name,
-                "--force",
-                "--quiet",
-                *_where(args),
-            ]
-        ]
-    return [["gcloud", "compute", "tpus", "tpu-vm", "delete", args.name, "--quiet", *_where(args)]]
+        return [_tpus(args, "queued-resources", "delete", args.name, "--force", "--quiet")]
+    return [_tpus(args, "tpu-vm", "delete", args.name, "--quiet")]
 
 
 def execute(commands: Sequence[Sequence[str]], dry_run: bool) -> None:
