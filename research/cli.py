@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from research.config import CONF_DIR
-from research.errors import ConfigError, UserError
+from research.errors import ConfigError, TrialPruned, UserError
 
 EXPERIMENTS_DIR = CONF_DIR / "experiment"
 HYDRA_FLAGS = {
@@ -58,6 +58,11 @@ def report_errors(exit_on_error: bool = True):
         fail(str(e), EXIT_INTERRUPTED)
     except Preempted as e:
         fail(str(e), EXIT_PREEMPTED)
+    except TrialPruned as e:
+        if exit_on_error:
+            fail(str(e))
+        print(f"trial {e}", file=sys.stderr)
+        raise  # to the sweeper, which records the trial as pruned
     except (UserError, InstantiationException) as e:
         error = e.__cause__ if isinstance(e, InstantiationException) else e
         if not isinstance(error, UserError):  # a bug, not bad input: keep the traceback
@@ -90,24 +95,39 @@ def _explain(error: Exception) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _split_args(argv: list[str]) -> tuple[list[str], bool, bool]:
-    """(overrides, multirun, skip) where skip means Hydra answers a query flag itself."""
-    flags = [a for a in argv if a.startswith("-")]
-    skip = any(f.split("=")[0] in HYDRA_FLAGS for f in flags)
-    multirun = "-m" in flags or "--multirun" in flags
-    overrides = [a for a in argv if not a.startswith("-")]
-    return overrides, multirun, skip
+VALUE_FLAGS = {"--config-dir", "-cd", "--config-name", "-cn", "--config-path", "-cp", "--experimental-rerun"}
 
 
-def _check_experiments(overrides: list[str]) -> None:
-    known = available_experiments()
-    for o in overrides:
-        m = re.match(r"^\+?\+?experiment=(.*)$", o)
-        if not m:
+def _split_args(argv: list[str]) -> tuple[list[str], bool, bool, list[str]]:
+    """(overrides, multirun, skip, config dirs) where skip means Hydra answers a query flag itself."""
+    overrides, flags, config_dirs = [], [], []
+    args = iter(argv)
+    for a in args:
+        if not a.startswith("-"):
+            overrides.append(a)
             continue
-        for name in (n.strip() for n in m.group(1).split(",")):
-            if name not in known:
-                raise ConfigError(f"unknown experiment '{name}': choose one of {', '.join(known)}")
+        name, _, value = a.partition("=")
+        flags.append(name)
+        if name in VALUE_FLAGS and not value:
+            value = next(args, "")
+        if name in ("--config-dir", "-cd"):
+            config_dirs.append(value)
+    skip = any(f in HYDRA_FLAGS for f in flags)
+    multirun = "-m" in flags or "--multirun" in flags
+    return overrides, multirun, skip, config_dirs
+
+
+def _with_search_path(overrides: list[str], config_dirs: list[str]) -> list[str]:
+    """``--config-dir DIR`` as the ``hydra.searchpath`` entry Hydra itself would add."""
+    if not config_dirs:
+        return overrides
+    extra = [f"file://{Path(d).expanduser().resolve()}" for d in config_dirs]
+    for i, o in enumerate(overrides):
+        if o.startswith("hydra.searchpath="):
+            listed = o.split("=", 1)[1].strip().removeprefix("[").removesuffix("]")
+            entries = [e for e in listed.split(",") if e.strip()] + extra
+            return [*overrides[:i], f"hydra.searchpath=[{','.join(entries)}]", *overrides[i + 1 :]]
+    return [*overrides, f"hydra.searchpath=[{','.join(extra)}]"]
 
 
 def _variants(overrides: list[str], multirun: bool) -> list[list[str]]:
@@ -120,7 +140,9 @@ def _variants(overrides: list[str], multirun: bool) -> list[list[str]]:
     choices = []
     for o in parsed:
         if o.is_sweep_override() and not o.is_hydra_override():
-            choices.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
+            # interval(a, b) is searched by the Optuna sweeper: both ends are checked
+            ends = [o.value().start, o.value().end] if o.is_interval_sweep() else o.sweep_string_iterator()
+            choices.append([f"{o.get_key_element()}={v}" for v in ends])
         else:
             choices.append([o.input_line])
     base = [c[0] for c in choices]
@@ -130,45 +152,77 @@ def _variants(overrides: list[str], multirun: bool) -> list[list[str]]:
     return variants
 
 
-def _check_run_dir(cfg) -> None:
+def _run_dir(cfg) -> Path | None:
     from omegaconf import OmegaConf
 
-    from research.engine.checkpoint import writable_or_raise
-
     run_dir = OmegaConf.select(cfg, "hydra.run.dir", throw_on_resolution_failure=False)
-    if isinstance(run_dir, str) and "${" not in run_dir:
-        writable_or_raise(Path(run_dir))
+    return Path(run_dir) if isinstance(run_dir, str) else None
+
+
+def check_rerun(cfg, run_dir: Path) -> dict | None:
+    """Build the run (errors found while building leave no trace) and check ``run_dir`` against it:
+    a finished run prints so and returns its summary; a checkpoint that does not fit is one line.
+    """
+    from omegaconf import OmegaConf
+
+    from research import experiment, rerun
+    from research.engine import distributed
+    from research.engine.loop import total_steps
+
+    distributed.initialize(cfg.get("distributed"))  # before anything touches a device
+    built = experiment.prepare(cfg)
+    if not built.trainer.resume:
+        return None
+    abstract = rerun.abstract_state(built.task, built.dataset, experiment.replicas_of(cfg))
+    config = OmegaConf.to_container(cfg, resolve=False)
+    config.pop("hydra", None)
+    try:
+        changes = rerun.check(run_dir, config, abstract, total_steps(built.trainer, built.dataset))
+    except rerun.Finished as done:
+        print(f"{done}; to train again: trainer.resume=false hydra.run.dir=<new dir>")
+        print_summary(done.summary)
+        return done.summary
+    if changes:
+        print(f"continuing {run_dir} with changed settings: {'; '.join(changes)}", flush=True)
+    return None
 
 
 def preflight(argv: list[str] | None = None) -> None:
     """Validate the command line before Hydra runs anything; exit 2 with one line if it is bad."""
     argv = sys.argv[1:] if argv is None else argv
-    overrides, multirun, skip = _split_args(argv)
+    overrides, multirun, skip, config_dirs = _split_args(argv)
     if skip:
         return
+    overrides = _with_search_path(overrides, config_dirs)
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     from research.config import check, register_resolvers
+    from research.engine.checkpoint import writable_or_raise
 
     register_resolvers()
     try:
-        _check_experiments(overrides)
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
             for variant in itertools.islice(_variants(overrides, multirun), 64):
                 cfg = compose("train", overrides=variant, return_hydra_config=True)
                 check(cfg)
-                if not multirun:
-                    _check_run_dir(cfg)
+        if not multirun and (run_dir := _run_dir(cfg)) is not None:
+            writable_or_raise(run_dir)
         if multirun:
             from research.launch.slurm import check_launcher
+            from research.sweep.space import check_sweeper
 
             check_launcher(cfg.hydra.launcher)  # e.g. a partition Slurm does not have
+            check_sweeper(cfg.hydra.sweeper)  # an Optuna search: its direction, counts and space
     except UserError as e:
         fail(str(e))
     except (HydraException, OmegaConfBaseException, ValueError) as e:
         fail(_explain(e))
+    if not multirun and run_dir is not None:
+        with report_errors():
+            if check_rerun(cfg, run_dir) is not None:
+                sys.exit(0)
 
 
 def print_summary(summary: dict) -> None:

@@ -15,3 +15,11 @@ class DataError(UserError):
 
 class NonFiniteLossError(UserError):
     """The loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint could not be written (full disk, lost mount); earlier ones are intact."""
+
+
+class TrialPruned(UserError):
+    """A sweeper's pruner stopped this trial; the run's files say so."""

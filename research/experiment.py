@@ -1,54 +1,129 @@
 """The build step: the one place where config meets code.
 
-``build`` turns a composed config into plain objects (dataset, task, trainer
-settings); ``run`` hands them to the engine. Nothing below this module sees Hydra.
+``build`` turns a composed config into plain objects (dataset, task, evaluators,
+trainer settings); ``run`` hands them to the engine. Nothing below this module sees
+Hydra. The CLI's preflight builds the run before Hydra creates its directory, so a
+mistake found while building (a warmup longer than the run, an early-stopping metric
+the task does not produce) leaves no trace; ``run`` then reuses what preflight built.
+
+The task's constructor receives ``model`` (a partial of ``cfg.model``), ``make_optimizer``
+(``cfg.optimizer`` bound, called with the number of updates), ``total_steps`` and
+``dataset``, plus ``env`` and ``precision`` where it takes them. A task with several
+models or optimizers names them in its own config: ``task.models.<name>`` (each a
+``_target_``) and ``task.optimizers.<name>`` (each an optimizer group) arrive as dicts.
 """
 
 from __future__ import annotations
 
-import functools
+import dataclasses
+import inspect
 import logging
 from pathlib import Path
 from typing import Any
 
-import jax
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from research import config as config_checks
 from research import precision
-from research.engine import distributed
-from research.engine.loop import TrainerConfig, fit, total_steps
+from research.engine.loop import TrainerConfig, total_steps
 from research.engine.replicas import Replicas
-from research.engine.writers import WandbWriter, Writers
-from research.optim import make_optimizer
+from research.errors import ConfigError
+from research.optim import OptimizerFactory
 
 
-def build(cfg: DictConfig) -> tuple[Any, Any, TrainerConfig]:
-    """(task, dataset or None, trainer config) for a composed config."""
+@dataclasses.dataclass
+class Built:
+    task: Any
+    dataset: Any
+    trainer: TrainerConfig
+    evaluators: dict[str, Any]
+
+
+_PREPARED: dict[str, Built] = {}
+
+
+def _key(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml({k: v for k, v in cfg.items() if k != "hydra"}, resolve=False)
+
+
+def build(cfg: DictConfig) -> Built:
+    """Task, dataset (or None), evaluators and trainer settings for a composed config."""
+    key = _key(cfg)
+    if key in _PREPARED:
+        return _PREPARED.pop(key)
     config_checks.check(cfg)
     logging.getLogger("absl").setLevel(logging.WARNING)  # TFDS and Orbax narrate every file at INFO
     data_cfg = cfg.get("data") or {}
     dataset = instantiate(data_cfg, _convert_="all") if "_target_" in data_cfg else None
     trainer = TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True))
-    extra = {}
+    task = _make_task(cfg, dataset, trainer)
+    evaluators = _extra_evaluators(cfg, task, dataset)
+    _check_metric(cfg, task, evaluators)
+    return Built(task, dataset, trainer, evaluators)
+
+
+def prepare(cfg: DictConfig) -> Built:
+    """Build now (in preflight) and keep the result for the ``run`` of the same config."""
+    built = build(cfg)
+    _PREPARED[_key(cfg)] = built
+    return built
+
+
+def _make_task(cfg: DictConfig, dataset: Any, trainer: TrainerConfig) -> Any:
+    task_cfg = OmegaConf.to_container(cfg.task, resolve=True)
+    models = task_cfg.pop("models", None)
+    optimizers = task_cfg.pop("optimizers", None)
+    # Objects are passed to partials, not to instantiate(): its kwargs must be config values.
+    make_task = instantiate(task_cfg, _partial_=True, _convert_="all")
+    policy = precision.Policy(**(OmegaConf.to_container(cfg.precision) if cfg.get("precision") else {}))
+    replicas = replicas_of(cfg)
+    kwargs: dict[str, Any] = {"total_steps": total_steps(trainer, dataset), "dataset": dataset}
+    if cfg.get("model"):
+        kwargs["model"] = policy.model_factory(instantiate(cfg.model, _partial_=True, _convert_="all"))
+    if cfg.get("optimizer"):
+        kwargs["make_optimizer"] = replicas.optimizer(OptimizerFactory(_plain(cfg.optimizer)))
+    if models is not None:
+        kwargs["models"] = {n: instantiate(m, _partial_=True, _convert_="all") for n, m in models.items()}
+    if optimizers is not None:
+        kwargs["optimizers"] = {n: replicas.optimizer(OptimizerFactory(o)) for n, o in optimizers.items()}
     if cfg.get("env"):
         from research.envs import make as make_env
 
-        extra["env"] = make_env(cfg.env)
-    # Objects are passed to partials, not to instantiate(): its kwargs must be config values.
-    make_task = instantiate(cfg.task, _partial_=True, _convert_="all")
-    policy = precision.Policy(**(OmegaConf.to_container(cfg.precision) if cfg.get("precision") else {}))
+        kwargs["env"] = make_env(cfg.env)
     if precision.check_task_supports(make_task, policy):
-        extra["precision"] = policy
-    task = make_task(
-        model=policy.model_factory(instantiate(cfg.model, _partial_=True, _convert_="all")),
-        make_optimizer=replicas_of(cfg).optimizer(functools.partial(make_optimizer, cfg.optimizer)),
-        total_steps=total_steps(trainer, dataset),
-        dataset=dataset,
-        **extra,
-    )
-    return task, dataset, trainer
+        kwargs["precision"] = policy
+    accepted = inspect.signature(make_task.func).parameters
+    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+    return make_task(**{k: v for k, v in kwargs.items() if takes_all or k in accepted})
+
+
+def _plain(node: Any) -> dict:
+    return OmegaConf.to_container(node, resolve=True)
+
+
+def _extra_evaluators(cfg: DictConfig, task: Any, dataset: Any) -> dict[str, Any]:
+    """``evaluators.<name>: {_target_: ..., <its settings>}``, each built for this task and data."""
+    out = {}
+    for name, node in (cfg.get("evaluators") or {}).items():
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            raise ConfigError(f"evaluators.{name} needs a _target_ (see conf/evaluators/)")
+        out[name] = instantiate(node, _convert_="all", task=task, dataset=dataset)
+    return out
+
+
+def _check_metric(cfg: DictConfig, task: Any, evaluators: dict[str, Any]) -> None:
+    """The early-stopping metric must be one that the run's validation evaluators record."""
+    metric = cfg.trainer.early_stopping.get("metric") or task.metric
+    all_evaluators = {**task.evaluators(), **evaluators}
+    known = {
+        f"{'val' if e.needs_data else e.schedule.prefix}/{m}" for e in all_evaluators.values() for m in e.metric_names()
+    }
+    if metric not in known:
+        raise ConfigError(
+            f"trainer.early_stopping.metric={metric!r} is not a metric this run evaluates: "
+            f"choose one of {', '.join(sorted(known)) or '(none: the task has no evaluator)'}"
+        )
 
 
 def replicas_of(cfg: DictConfig) -> Replicas:
@@ -61,10 +136,16 @@ def replicas_of(cfg: DictConfig) -> Replicas:
     )
 
 
-def run(cfg: DictConfig, run_dir: Path, wandb_group: str | None = None) -> dict:
+def run(cfg: DictConfig, run_dir: Path, wandb_group: str | None = None, on_eval: Any = None) -> dict:
     """Train and evaluate one composed config in ``run_dir``; returns the summary."""
+    import jax
+
+    from research.engine import distributed
+    from research.engine.loop import fit
+    from research.engine.writers import WandbWriter, Writers
+
     distributed.initialize(cfg.get("distributed"))  # before anything touches a device
-    task, dataset, trainer = build(cfg)
+    built = build(cfg)
     config_dict = OmegaConf.to_container(cfg, resolve=True)
     wandb_cfg = (cfg.get("logger") or {}).get("wandb")
     primary = jax.process_index() == 0
@@ -78,13 +159,15 @@ def run(cfg: DictConfig, run_dir: Path, wandb_group: str | None = None) -> dict:
         return Writers(run_dir, primary, resume_step, wandb)
 
     return fit(
-        task,
-        dataset,
-        trainer,
+        built.task,
+        built.dataset,
+        built.trainer,
         seed=cfg.seed,
         mesh_sizes=OmegaConf.to_container(cfg.mesh),
         run_dir=run_dir,
         writers_factory=writers_factory,
         config_dict=config_dict,
         replicas=replicas_of(cfg),
+        evaluators=built.evaluators,
+        on_eval=on_eval,
     )

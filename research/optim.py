@@ -14,10 +14,12 @@ framework keys below, which wrap it in an optax chain:
   ``weight_decay``.
 - ``accumulate_steps``: average gradients over k calls and update once (``optax.MultiSteps``).
 - ``freeze``: regexes searched in parameter paths such as ``hidden/0/kernel``; matched
-  parameters get zero updates (``optax.set_to_zero``), e.g. for transfer learning.
+  parameters get zero updates (``optax.partition`` with ``optax.set_to_zero``), and tasks
+  keep the matching batch-norm statistics too (``keep_frozen``), e.g. for transfer learning.
 
-Because the config selects optax functions by name, this module is, with
-``research/experiment.py``, the one place that calls Hydra's ``instantiate``.
+A schedule's ``warmup_steps`` below 1 is a fraction of the run, so one recipe fits any
+length (``trainer.epochs=1`` included). ``_target_`` names resolve through
+``research.targets``: nothing here needs Hydra.
 """
 
 from __future__ import annotations
@@ -30,10 +32,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
 
+from research import targets
 from research.errors import ConfigError
 
 FRAMEWORK_KEYS = ("learning_rate", "schedule", "clip_norm", "l1", "l2", "accumulate_steps", "freeze")
@@ -50,13 +50,16 @@ def make_schedule(cfg: Mapping[str, Any], total_updates: int) -> optax.Schedule:
     if schedule is None:
         return optax.constant_schedule(learning_rate)
     schedule = {k: total_updates if k in RUN_LENGTH_KEYS and v is None else v for k, v in schedule.items()}
-    warmup, decay = schedule.get("warmup_steps"), schedule.get("decay_steps")
+    warmup = schedule.get("warmup_steps")
+    if isinstance(warmup, float) and 0 < warmup < 1:  # a fraction of the schedule's length
+        schedule["warmup_steps"] = warmup = max(1, round(warmup * schedule.get("decay_steps", total_updates)))
+    decay = schedule.get("decay_steps")
     if isinstance(warmup, int) and isinstance(decay, int) and warmup >= decay:
         raise ConfigError(
             f"optimizer.schedule.warmup_steps={warmup} must be below decay_steps={decay} (this run makes "
             f"{total_updates} optimizer updates): lower it or use optimizer/schedule=constant"
         )
-    fn = _instantiate("optimizer.schedule", schedule)
+    fn = targets.call("optimizer.schedule", schedule)
     if not callable(fn):
         target = schedule.get("_target_")
         raise ConfigError(f"optimizer.schedule._target_={target!r} is not an optax schedule")
@@ -93,7 +96,7 @@ def make_optimizer(cfg: Mapping[str, Any], total_updates: int) -> optax.Gradient
     accumulate = _int_at_least(cfg, "accumulate_steps", 1)
     schedule = make_schedule(cfg, max(total_updates // accumulate, 1))
     kwargs = {k: v for k, v in cfg.items() if k not in FRAMEWORK_KEYS}
-    base = _instantiate("optimizer", kwargs, learning_rate=schedule)
+    base = targets.call("optimizer", kwargs, learning_rate=schedule)
     if not isinstance(base, optax.GradientTransformation):
         raise ConfigError(f"optimizer._target_={cfg['_target_']!r} does not return an optax optimizer")
 
@@ -110,10 +113,35 @@ def make_optimizer(cfg: Mapping[str, Any], total_updates: int) -> optax.Gradient
 
     freeze = cfg.get("freeze") or []
     if freeze:
-        tx = optax.multi_transform({TRAIN: tx, FROZEN: optax.set_to_zero()}, freeze_labels(freeze))
+        tx = optax.partition({TRAIN: tx, FROZEN: optax.set_to_zero()}, freeze_labels(freeze))
     if accumulate > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=accumulate).gradient_transformation()
     return tx
+
+
+class OptimizerFactory:
+    """``make_optimizer(cfg, total_updates)`` bound to its config; tasks read ``freeze`` from it."""
+
+    def __init__(self, cfg: Mapping[str, Any]):
+        self.cfg = _plain(cfg)
+        self.freeze = list(self.cfg.get("freeze") or [])
+
+    def __call__(self, total_updates: int) -> optax.GradientTransformation:
+        return make_optimizer(self.cfg, total_updates)
+
+
+def keep_frozen(new: Any, old: Any, patterns: Sequence[str]) -> Any:
+    """``new`` with the leaves whose path matches a freeze pattern taken from ``old``.
+
+    For model state that is not trained by gradients (batch-norm statistics): a frozen
+    part of the network must keep them as they were.
+    """
+    if not patterns:
+        return new
+    compiled = [re.compile(p) for p in patterns]
+    return jax.tree_util.tree_map_with_path(
+        lambda p, n, o: o if any(r.search(param_path(p)) for r in compiled) else n, new, old
+    )
 
 
 def add_l1_penalty(strength: float) -> optax.GradientTransformation:
@@ -154,20 +182,8 @@ def freeze_labels(patterns: list[str]) -> Callable[[Any], Any]:
 
 
 def _plain(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """A resolved plain-dict copy, so interpolations like ``${..learning_rate}`` are numbers."""
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)
+    """A plain-dict copy (the build step hands resolved plain containers)."""
     return copy.deepcopy(dict(cfg))
-
-
-def _instantiate(where: str, cfg: dict[str, Any], **kwargs: Any) -> Any:
-    try:
-        return instantiate(cfg, **kwargs)
-    except InstantiationException as e:
-        if str(e).startswith("Error locating target"):
-            raise ConfigError(f"{where}._target_={cfg.get('_target_')!r} cannot be imported") from None
-        cause = e.__cause__ or e
-        raise ConfigError(f"{where} ({cfg.get('_target_')}): {str(cause).splitlines()[0]}") from None
 
 
 def _number(cfg: dict[str, Any], key: str, default: float) -> float:

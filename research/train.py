@@ -30,9 +30,15 @@ def main(cfg: DictConfig) -> float | None:
     group = Path(hydra_cfg.sweep.dir).name if multirun else None
     with cli.report_errors(exit_on_error=not multirun):
         from research.experiment import run
+        from research.sweep.trial import reporter
 
-        summary = run(cfg, Path(hydra_cfg.runtime.output_dir), wandb_group=group)
-        cli.print_summary(summary)
+        run_dir = Path(hydra_cfg.runtime.output_dir)
+        # A single run was checked in preflight; a sweep's job is checked here (a resubmitted
+        # sweep runs only the jobs that have not finished).
+        summary = cli.check_rerun(cfg, run_dir) if multirun else None
+        if summary is None:
+            summary = run(cfg, run_dir, wandb_group=group, on_eval=reporter(cfg))  # Optuna trials: pruning
+            cli.print_summary(summary)
         if cfg.get("optimized_metric"):
             return float(summary[cfg.optimized_metric])
     return None  # a failed job in a sweep: Optuna marks the trial failed and goes on

@@ -9,7 +9,7 @@ import optax
 import pytest
 from flax import nnx
 
-from research.data.base import Dataset
+from research.data.base import EVAL_WEIGHT, Dataset
 from research.errors import ConfigError
 from research.models.cnn import CNN
 from research.models.mlp import MLP
@@ -61,7 +61,7 @@ def test_trains_a_tiny_mlp_to_high_accuracy():
     state, metrics = train(task, state, data, steps=300)
     assert int(state["step"]) == 300
     assert float(metrics["loss"][-20:].mean()) < float(metrics["loss"][:20].mean())
-    result = task.finalize(jax.jit(task.eval_step)(state, {**test, "mask": jnp.ones(256)}))
+    result = task.finalize(jax.jit(task.eval_step)(state, {**test, EVAL_WEIGHT: jnp.ones(256)}))
     assert float(result["accuracy"]) > 0.95
     assert float(result["f1"]) > 0.95
     assert result["confusion_matrix"].shape == (NUM_CLASSES, NUM_CLASSES)
@@ -87,8 +87,8 @@ def test_eval_ignores_padding_and_dropout():
     state = task.init(jax.random.PRNGKey(0), None)
     batch = blobs(40, seed=3)
     mask = jnp.concatenate([jnp.ones(25), jnp.zeros(15)])
-    sums = jax.jit(task.eval_step)(state, {**batch, "mask": mask})
-    again = jax.jit(task.eval_step)(state, {**batch, "mask": mask})
+    sums = jax.jit(task.eval_step)(state, {**batch, EVAL_WEIGHT: mask})
+    again = jax.jit(task.eval_step)(state, {**batch, EVAL_WEIGHT: mask})
     np.testing.assert_array_equal(sums["loss_sum"], again["loss_sum"])  # no dropout in eval
     assert float(sums["count"]) == 25 and float(sums["confusion"].sum()) == 25
 

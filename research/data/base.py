@@ -30,13 +30,28 @@ class Split(Protocol):
         """
 
 
+# The name of the per-example weight the engine adds to evaluation batches: 1 for real
+# examples, 0 for the padding that fills the last batch. Its own name, so a source's
+# own fields (a token padding ``mask``) are never overwritten.
+EVAL_WEIGHT = "eval_weight"
+
+
 @dataclass
 class Dataset:
+    """Named arrays in splits, with what tasks need to size their models.
+
+    A source may yield any fields (``image``/``label``, ``tokens``/``mask``, ``x``/``y``);
+    ``input_shape`` and ``num_classes`` are set where they mean something, and
+    ``info`` carries the rest a task or sampler needs (a vocabulary, a target scaler).
+    """
+
     name: str
-    input_shape: tuple[int, ...]  # one example, e.g. (8, 8, 1)
-    num_classes: int
+    input_shape: tuple[int, ...] | None  # one example of the main input, e.g. (8, 8, 1)
+    num_classes: int | None  # None for regression, language modelling, unlabelled data
     splits: dict[str, Split]  # "train", "val", "test"
     transform: Transform
     batch_size: int
     eval_batch_size: int
     class_names: list[str] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+

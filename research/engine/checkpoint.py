@@ -5,15 +5,22 @@ decided here rather than by an Orbax preservation policy: Orbax 0.12 keeps the m
 of a policy only in memory, so after a restart it would delete the best checkpoint.
 Each checkpoint's metadata carries the scores of every kept checkpoint instead.
 Saves are asynchronous: the training thread only blocks while arrays are copied out.
+
+Faults end in one line and lose nothing: a checkpoint that cannot be read is moved
+aside to ``checkpoints_unreadable/`` and the next newest is used; a save that fails
+(a full disk) names the path and the last checkpoint that is intact.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
-from research.errors import UserError
+from research.errors import CheckpointError, UserError
+
+UNREADABLE_DIR = "checkpoints_unreadable"
 
 
 class Checkpointer:
@@ -23,27 +30,51 @@ class Checkpointer:
         import orbax.checkpoint as ocp
 
         self._ocp = ocp
+        self.directory = Path(directory).absolute()
         self.metric, self.sign, self.keep_best = metric, (1.0 if mode == "max" else -1.0), keep_best
         self.scores: dict[int, float] = {}
-        options = ocp.CheckpointManagerOptions(enable_async_checkpointing=async_save, create=True)
+        self._options = ocp.CheckpointManagerOptions(enable_async_checkpointing=async_save, create=True)
+        self._written: list[int] = []  # saves of this process, newest last
         try:
-            self.manager = ocp.CheckpointManager(
-                Path(directory).absolute(), options=options, item_names=("state", "meta", "data")
-            )
+            self.manager = self._open()
         except PermissionError as e:
-            raise UserError(
-                f"cannot write checkpoints to {directory} ({e.strerror}): choose hydra.run.dir"
-            ) from e
+            raise UserError(f"cannot write checkpoints to {directory} ({e.strerror}): choose hydra.run.dir") from e
+
+    def _open(self) -> Any:
+        return self._ocp.CheckpointManager(
+            self.directory, options=self._options, item_names=("state", "meta", "data")
+        )
+
+    def steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
 
     def latest_step(self) -> int | None:
-        return self.manager.latest_step()
+        """The highest saved step (Orbax's own latest is the one saved last, which may be a best)."""
+        steps = self.steps()
+        return steps[-1] if steps else None
+
+    def best_step_saved(self) -> int | None:
+        """The best step by the metadata of the latest checkpoint (None if it names none)."""
+        latest = self.latest_step()
+        if latest is None:
+            return None
+        restored = self.manager.restore(latest, args=self._ocp.args.Composite(meta=self._ocp.args.JsonRestore()))
+        return restored["meta"].get("best_step")
+
+    def last_good_step(self) -> int | None:
+        """The newest checkpoint whose save has finished (or failed) by now."""
+        try:
+            self.wait()
+        except CheckpointError:
+            pass
+        return self.latest_step()
 
     def save(self, step: int, state: Any, meta: dict, data_iterator: Any = None, metrics: dict | None = None):
         """Queue a save of ``state`` (device arrays), ``meta`` (JSON) and the grain iterator if any."""
         ocp = self._ocp
         if metrics is not None and self.metric in metrics:
             self.scores[step] = float(metrics[self.metric])
-        keep = self._keep(latest=step)
+        keep = self._keep(latest=max([step, *self._written]))
         self.scores = {s: v for s, v in self.scores.items() if s in keep}
         meta = {**meta, "scores": {str(k): v for k, v in self.scores.items()}}
         items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
@@ -51,10 +82,12 @@ class Checkpointer:
             import grain
 
             items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
-        self.manager.save(step, args=ocp.args.Composite(**items), force=True)
-        for old in self.manager.all_steps():
-            if old not in keep:
-                self.manager.delete(old)
+        with self._write_errors(step):
+            self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+            for old in self.manager.all_steps():
+                if old not in keep and old != step:
+                    self.manager.delete(old)
+        self._written.append(step)
 
     def _keep(self, latest: int) -> set[int]:
         """The latest step and the best k scored ones (the newest wins a tie)."""
@@ -74,12 +107,70 @@ class Checkpointer:
         self.scores = {int(k): v for k, v in meta.get("scores", {}).items()}
         return restored["state"], meta
 
+    def restore_latest(self, abstract_state: Any, data_iterator: Any = None) -> tuple[Any, dict, Path] | None:
+        """The newest checkpoint that reads; unreadable ones are reported and moved aside."""
+        for step in reversed(self.steps()):
+            path = self.directory / str(step)
+            try:
+                state, meta = self.restore(step, abstract_state, data_iterator)
+                return state, meta, path
+            except (ValueError, OSError, RuntimeError, KeyError) as e:
+                if not path.exists():
+                    raise
+                aside = self._move_aside(step)
+                print(
+                    f"warning: checkpoint at step {step} ({path}) cannot be read "
+                    f"({type(e).__name__}: {str(e).splitlines()[0][:160]}); moved to {aside}",
+                    flush=True,
+                )
+        return None
+
+    def _move_aside(self, step: int) -> Path:
+        aside_dir = self.directory.parent / UNREADABLE_DIR
+        aside_dir.mkdir(exist_ok=True)
+        target = aside_dir / str(step)
+        n = 1
+        while target.exists():
+            target, n = aside_dir / f"{step}.{n}", n + 1
+        shutil.move(str(self.directory / str(step)), str(target))
+        self.manager.close()
+        self.manager = self._open()
+        return target
+
+    def _write_errors(self, step: int):
+        return _WriteErrors(self, step)
+
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        with self._write_errors(self._written[-1] if self._written else -1):
+            self.manager.wait_until_finished()
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        try:
+            self.wait()
+        finally:
+            self.manager.close()
+
+
+class _WriteErrors:
+    """A failed write (full disk, read-only or lost mount) as one CheckpointError line."""
+
+    def __init__(self, ckpt: Checkpointer, step: int):
+        self.ckpt, self.step = ckpt, step
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, error: BaseException | None, tb: Any) -> bool:
+        if error is None or isinstance(error, UserError) or not isinstance(error, Exception):
+            return False
+        ckpt = self.ckpt
+        good = [s for s in ckpt.steps() if (ckpt.directory / str(s)).is_dir() and s != self.step]
+        last = f"the last good checkpoint is step {good[-1]} in {ckpt.directory}" if good else "no checkpoint was kept"
+        text = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        raise CheckpointError(
+            f"could not write the checkpoint of step {self.step} to {ckpt.directory} ({text}); {last}: "
+            "free disk space or choose another hydra.run.dir, then rerun to resume"
+        ) from None
 
 
 def writable_or_raise(directory: Path) -> None:
@@ -90,3 +181,35 @@ def writable_or_raise(directory: Path) -> None:
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK):
         raise UserError(f"run directory {directory} is not writable: choose another with hydra.run.dir=...")
+
+
+def saved_shapes(step_dir: Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Path -> (shape, dtype) of every array of a checkpoint's state, read from its metadata only."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    from research.optim import param_path
+
+    with ocp.StandardCheckpointer() as ckptr:
+        md = ckptr.metadata(Path(step_dir) / "state")
+    tree = getattr(getattr(md, "item_metadata", md), "tree", getattr(md, "item_metadata", md))
+    return {param_path(p): (tuple(v.shape), str(v.dtype)) for p, v in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def shape_mismatches(step_dir: Path, abstract_state: Any) -> list[str]:
+    """What differs between a checkpoint's arrays and ``abstract_state``: ``path: saved -> new``."""
+    import jax
+
+    from research.optim import param_path
+
+    def stored(a: Any) -> tuple[tuple[int, ...], str]:
+        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):  # typed keys are stored as key data
+            a = jax.eval_shape(jax.random.key_data, a)
+        return tuple(a.shape), str(a.dtype)
+
+    saved = saved_shapes(step_dir)
+    new = {param_path(p): stored(a) for p, a in jax.tree_util.tree_leaves_with_path(abstract_state)}
+    out = [f"{k}: {saved[k][0]} -> {new[k][0]}" for k in sorted(saved.keys() & new.keys()) if saved[k] != new[k]]
+    out += [f"{k}: only in the checkpoint" for k in sorted(saved.keys() - new.keys())]
+    out += [f"{k}: not in the checkpoint" for k in sorted(new.keys() - saved.keys())]
+    return out

@@ -1,15 +1,15 @@
 """The training loop: one for every task. Read it top to bottom in ``fit``.
 
 Per call it dispatches K compiled train steps, then fetches their metrics (a few
-scalars per step): that bounds the work queued on the device, catches a NaN loss
-at the step it happened, and feeds the progress bar. At interval boundaries it
-logs, evaluates, checkpoints and checks early stopping.
+scalars per step): that bounds the work queued on the device, catches a non-finite
+value at the step it happened, and feeds the progress display. At interval
+boundaries it logs, runs the due evaluators, checks early stopping and saves.
+Nothing here knows what the task learns: names of metrics, counters and the
+state's model parts come from the task's declarations (``research/tasks/base.py``).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -19,42 +19,29 @@ import numpy as np
 
 from research.data.base import Dataset
 from research.engine import feed as feeds
-from research.engine import plots
 from research.engine.checkpoint import Checkpointer
 from research.engine.early_stopping import BestTracker
-from research.engine.preemption import Interrupted, Preempted, PreemptionFlag, requeue_if_slurm
+from research.engine.evaluation import TEST, VAL, Evaluation
+from research.engine.preemption import PreemptionFlag
 from research.engine.profiler import ProfileWindow
+from research.engine.progress import make_progress
+from research.engine.records import TrainWindow, check_finite, write_plots
 from research.engine.replicas import Replicas
+from research.engine.run_state import (
+    SavePolicy,
+    TrainerConfig,
+    leave_preempted,
+    set_aside_previous,
+    start_state,
+)
 from research.engine.sharding import make_mesh, state_shardings
 from research.engine.steps import Programs, enable_compile_cache
 from research.engine.writers import Writers
-from research.errors import ConfigError, NonFiniteLossError
+from research.errors import ConfigError, TrialPruned
+from research.evaluators.base import Evaluator
 from research.tasks.base import Task
 
-
-@dataclasses.dataclass
-class TrainerConfig:
-    epochs: int = 30
-    max_steps: int | None = None
-    steps_per_call: int = 16
-    log_every: int = 32
-    eval_every: int | None = None
-    checkpoint: dict = dataclasses.field(
-        default_factory=lambda: {"enabled": True, "every": None, "keep_best": 2, "async_save": True}
-    )
-    early_stopping: dict = dataclasses.field(
-        default_factory=lambda: {"metric": "val/accuracy", "mode": "max", "patience": None, "min_delta": 0.0}
-    )
-    resume: bool = True
-    num_seeds: int = 1
-    vmap_over: str | None = None
-    vmap_values: list = dataclasses.field(default_factory=list)
-    compile_cache: str | None = None
-    profile: bool = False
-    profile_steps: list = dataclasses.field(default_factory=lambda: [16, 48])
-    progress: bool = True
-    plots: bool = True
-    unoptimized: list = dataclasses.field(default_factory=lambda: ["init"])
+__all__ = ["TrainerConfig", "fit", "total_steps"]
 
 
 def total_steps(cfg: TrainerConfig, dataset: Dataset | None) -> int:
@@ -66,20 +53,76 @@ def total_steps(cfg: TrainerConfig, dataset: Dataset | None) -> int:
     return int(cfg.epochs) * (dataset.splits["train"].num_examples // dataset.batch_size)
 
 
-def _mean_metrics(prefix: str, metrics: dict) -> dict:
-    """Scalars for the record; with several seeds the mean, plus the per-seed values."""
-    out = {}
-    for k, v in metrics.items():
-        v = np.asarray(v)
-        if k == "confusion_matrix":
-            continue
-        if v.ndim == 0:
-            out[f"{prefix}/{k}"] = v.item()
-        elif v.ndim == 1:  # one value per seed
-            out[f"{prefix}/{k}"] = float(v.mean())
-            out[f"{prefix}/{k}_std"] = float(v.std())
-            out[f"{prefix}/{k}_per_seed"] = v.tolist()
-    return out
+class Run:
+    """Everything one training run holds between calls; built once by ``fit``."""
+
+    def __init__(
+        self,
+        task: Task,
+        dataset: Dataset | None,
+        cfg: TrainerConfig,
+        seed: int,
+        mesh_sizes: dict,
+        run_dir: Path,
+        replicas: Replicas,
+        evaluators: dict[str, Evaluator],
+    ):
+        enable_compile_cache(cfg.compile_cache)
+        self.task, self.dataset, self.cfg, self.run_dir, self.replicas = task, dataset, cfg, run_dir, replicas
+        self.mesh = make_mesh(mesh_sizes)
+        self.feed = feeds.make_feed(dataset, seed, replicas.num_seeds, self.mesh)
+        self.steps = total_steps(cfg, dataset)
+        self.eval_every = cfg.eval_every or self.feed.steps_per_epoch or self.steps
+        self.save_policy = SavePolicy(cfg.checkpoint, self.eval_every)
+        self.per_call = _steps_per_call(cfg.steps_per_call, self.eval_every, *self.save_policy.intervals)
+        self.intervals = [self.per_call, self.eval_every, *self.save_policy.intervals]
+        if min(self.intervals) <= 0 or self.steps <= 0:
+            raise ConfigError("trainer intervals and step counts must be positive")
+
+        self.init_rng = replicas.rngs(seed)
+        self.example = self.feed.example()
+        abstract = jax.eval_shape(task.init, self.init_rng[0] if replicas.vmapped else self.init_rng, self.example)
+        if replicas.vmapped:
+            abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct((replicas.count, *a.shape), a.dtype), abstract)
+        self.abstract = abstract
+        shardings = state_shardings(self.mesh, abstract, mesh_sizes.get("rules"), leading_axes=int(replicas.vmapped))
+        self.target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+        self.programs = Programs(
+            task,
+            self.feed.gather,
+            replicas,
+            per_seed_data=self.feed.kind != "stream",
+            state_sharding=shardings,
+            unoptimized=cfg.unoptimized,
+        )
+        self.evaluation = Evaluation(evaluators, dataset, self.mesh, self.programs, replicas, self.eval_every)
+        stop = cfg.early_stopping
+        self.metric = stop.get("metric") or task.metric
+        self.mode = stop.get("mode") or task.metric_mode
+        self.evaluation.check_metric(self.metric)
+        if not cfg.resume and jax.process_index() == 0:
+            set_aside_previous(run_dir)
+        self.ckpt = None
+        if cfg.checkpoint.get("enabled", True):
+            ckpt = cfg.checkpoint
+            self.ckpt = Checkpointer(run_dir / "checkpoints", self.metric, self.mode, ckpt["keep_best"], ckpt["async_save"])
+
+    def call_len(self, step: int) -> int:
+        """Steps in the call starting at ``step``: it ends on the next log/eval/save boundary."""
+        return min(_next_boundary(step, self.intervals, self.steps) - step, self.per_call)
+
+    def compile_ahead(self, resumed: bool, step: int) -> None:
+        first_call = None
+        if self.feed.kind != "stream" and step < self.steps:
+            first_call = (self.feed.data, self.feed.xs(step, self.call_len(step)))
+        self.programs.compile_ahead(
+            self.target, init=None if resumed else (self.init_rng, self.example), train=first_call
+        )
+        self.evaluation.prepare(self.target)
+
+    def num_params(self) -> int:
+        trainable = {k: v for k, v in self.abstract.items() if k in self.task.trainable}
+        return int(sum(np.size(leaf) for leaf in jax.tree.leaves(trainable))) // self.replicas.count
 
 
 def fit(
@@ -93,199 +136,180 @@ def fit(
     writers_factory: Any,
     config_dict: dict,
     replicas: Replicas | None = None,
+    evaluators: dict[str, Evaluator] | None = None,
+    on_eval: Any = None,
 ) -> dict:
-    """Train ``task`` to the end (or early stop), evaluate the best checkpoint on test, return the summary.
+    """Train ``task`` to the end (or early stop), evaluate its best state on test, return the summary.
 
-    ``replicas`` lays out several seeds and a learning-rate grid in one program
-    (default: ``cfg.num_seeds`` seeds).
+    ``replicas`` lays out several seeds and a learning-rate grid in one program (default:
+    ``cfg.num_seeds`` seeds); ``evaluators`` are added to the task's own; ``on_eval(step,
+    record)`` sees every validation record (a sweeper's pruning hook: it may raise TrialPruned).
     """
     start_wall = time.perf_counter()
-    run_dir = Path(run_dir)
-    enable_compile_cache(cfg.compile_cache)
-    mesh = make_mesh(mesh_sizes)
     replicas = replicas or Replicas(num_seeds=int(cfg.num_seeds))
-    feed = feeds.make_feed(dataset, seed, replicas.num_seeds, mesh)
-    steps = total_steps(cfg, dataset)
-    spe = feed.steps_per_epoch
-    eval_every = cfg.eval_every or spe or steps
-    ckpt_cfg, stop_cfg = cfg.checkpoint, cfg.early_stopping
-    ckpt_every = ckpt_cfg.get("every") or eval_every
-    per_call = _steps_per_call(cfg.steps_per_call, eval_every, ckpt_every)
-    intervals = [per_call, eval_every, ckpt_every]  # calls end exactly on these
-    if min(intervals) <= 0 or steps <= 0:
-        raise ConfigError("trainer intervals and step counts must be positive")
-
-    init_rng = replicas.rngs(seed)
-    example = feed.example()
-    abstract = jax.eval_shape(task.init, init_rng[0] if replicas.vmapped else init_rng, example)
-    if replicas.vmapped:
-        abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct((replicas.count, *a.shape), a.dtype), abstract)
-    shardings = state_shardings(mesh, abstract, mesh_sizes.get("rules"), leading_axes=int(replicas.vmapped))
-    programs = Programs(
-        task,
-        feed.gather,
-        replicas,
-        per_seed_data=feed.kind != "stream",
-        state_sharding=shardings,
-        unoptimized=cfg.unoptimized,
-    )
-
-    ckpt = None
-    if ckpt_cfg.get("enabled", True):
-        ckpt = Checkpointer(
-            run_dir / "checkpoints",
-            stop_cfg["metric"],
-            stop_cfg["mode"],
-            ckpt_cfg["keep_best"],
-            ckpt_cfg["async_save"],
-        )
-    meta: dict = {}
-    start = ckpt.latest_step() if (ckpt and cfg.resume) else None
-    target = jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
-    )
-    eval_data = feeds.eval_arrays(dataset, mesh)
-
-    def call_len(s: int) -> int:
-        """Steps in the call starting at ``s``: it ends on the next log/eval/checkpoint boundary."""
-        return min(_next_boundary(s, intervals, steps) - s, per_call)
-
-    first = start or 0
-    programs.compile_ahead(
-        target,
-        init=(init_rng, example) if start is None else None,
-        train=None if feed.kind == "stream" else (feed.data, feed.xs(first, call_len(first))),
-        evals=list(eval_data.values()) if dataset is not None else None,
-    )
-    if start is not None:
-        state, meta = ckpt.restore(start, target, feed.iterator)
-        if feed.kind == "stream":
-            feed.restored()
-    else:
-        state = programs.init(init_rng, example)
-    step = int(meta.get("step", 0))
-    best = BestTracker(
-        stop_cfg["metric"], stop_cfg["mode"], stop_cfg.get("patience"), stop_cfg.get("min_delta", 0.0), meta
-    )
-    writers: Writers = writers_factory(
-        resume_step=step if start is not None else None, wandb_id=meta.get("wandb_id")
-    )
-
-    def evaluate(state: Any, split: str) -> dict:
-        if dataset is None:
-            return programs.evaluate_free(state)
-        batches, mask = eval_data[split]
-        return programs.evaluate(state, batches, mask)
-
-    def save(state: Any, step: int, metrics: dict | None) -> None:
-        if ckpt is None:
-            return
-        wid = writers.wandb.run_id if writers.wandb else meta.get("wandb_id")
-        info = {"step": step, "wandb_id": wid, "config": config_dict, **best.meta()}
-        ckpt.save(step, state, info, feed.iterator, metrics)
-
-    preempt = PreemptionFlag()
-    profile = ProfileWindow(cfg.profile, cfg.profile_steps, run_dir / "profile")
-    bar = _progress(cfg.progress and jax.process_index() == 0, steps, step)
-    window: dict[str, list] = {}
-    train_s, train_steps, env_steps, stopped_early = 0.0, 0, 0.0, False
-    prefix = "eval" if dataset is None else "val"
+    run = Run(task, dataset, cfg, seed, mesh_sizes, Path(run_dir), replicas, {**task.evaluators(), **(evaluators or {})})
+    state, meta, resumed = start_state(run, cfg)
+    best = BestTracker(run.metric, run.mode, cfg.early_stopping.get("patience"), cfg.early_stopping.get("min_delta", 0.0), meta)
+    writers: Writers = writers_factory(resume_step=meta.get("step") if resumed else None, wandb_id=meta.get("wandb_id"))
+    loop = Loop(run, writers, best, config_dict, on_eval, int(meta.get("step", 0)))
     try:
-        while step < steps and not stopped_early:
-            n = call_len(step)
-            xs = feed.xs(step, n)
-            profile.before(step, n)
-            compile_before = programs.trace_s + programs.compile_s
-            t0 = time.perf_counter()
-            state, metrics = programs.train(state, feed.data, xs)
-            metrics = jax.device_get(metrics)  # the sync: at most one call in flight
-            train_s += time.perf_counter() - t0 - (programs.trace_s + programs.compile_s - compile_before)
-            profile.after(step + n)
-            _check_finite(metrics, step, ckpt)
-            step += n
-            train_steps += n
-            env_steps += float(np.sum(metrics.get("env_steps", 0.0)))
-            for k, v in metrics.items():
-                window.setdefault(k, []).append(np.asarray(v).reshape(n, -1))
-            bar.update(n)
-            bar.set_postfix(
-                loss=f"{np.mean(metrics.get('loss', np.nan)):.4f}",
-                steps_per_s=f"{train_steps / max(train_s, 1e-9):.0f}",
-                refresh=False,
-            )
-
-            record = {}
-            at_end = step >= steps
-            if step // cfg.log_every > (step - n) // cfg.log_every or step % eval_every == 0 or at_end:
-                record.update(_window_means(window))
-                record["train/steps_per_s"] = train_steps / max(train_s, 1e-9)
-                window = {}
-            evaluated = None
-            if step % eval_every == 0 or at_end:
-                evaluated = _mean_metrics(
-                    prefix, jax.device_get(evaluate(state, "val" if dataset is not None else None))
-                )
-                record.update(evaluated)
-                best.update(step, evaluated)
-                stopped_early = best.should_stop
-            if record:
-                writers.write(step, record)
-            new_best = evaluated is not None and best.is_new_best
-            if preempt.set or step % ckpt_every == 0 or at_end or stopped_early or new_best:
-                save(state, step, evaluated)
-            if preempt.set:
-                break
-    finally:
-        profile.close()
-        bar.close()
-        preempt.restore()
-    if preempt.set:  # the checkpoint of this step is saved: leave
-        if ckpt:
-            ckpt.close()
-        requeued = not preempt.interrupted and requeue_if_slurm()
+        state = loop.train(state)
+    except TrialPruned:
+        loop.close_checkpoints()
         writers.close()
-        if preempt.interrupted:
-            raise Interrupted(f"interrupted at step {step}; checkpoint saved{_resume_hint()}")
-        raise Preempted(
-            f"preempted at step {step}; checkpoint saved" + ("; job requeued" if requeued else _resume_hint())
-        )
+        raise
+    if loop.preempt.set:
+        leave_preempted(run, loop.preempt, writers, loop.step)
+    return loop.finish(state, start_wall)
 
-    if ckpt:
-        ckpt.wait()
-    final_state = state
-    if ckpt and best.step is not None and best.step != step:
-        final_state, _ = ckpt.restore(best.step, target)
-    test_split = "test" if dataset is not None else None
-    test = jax.device_get(evaluate(final_state, test_split))
-    summary = {
-        "steps": step,
-        "best_step": best.step if best.step is not None else step,
-        "stopped_early": stopped_early,
-        "compile_s": programs.compile_s,
-        "trace_s": programs.trace_s,
-        "train/steps_per_s": train_steps / max(train_s, 1e-9),
-        "num_seeds": replicas.num_seeds,
-        "num_params": _num_params(abstract) // replicas.count,
-        **replicas.summary(),
-        **{k: v for k, v in best.metrics.items()},
-        **_mean_metrics("test" if dataset is not None else "eval", test),
-    }
-    if dataset is None:
-        summary["env_steps_per_s"] = env_steps / max(train_s, 1e-9)
-        last = [h for h in writers.history if "train/return" in h]
-        if last:
-            summary["train/return"] = last[-1]["train/return"]
-    if "confusion_matrix" in test:
-        summary["test/confusion_matrix"] = np.asarray(test["confusion_matrix"]).tolist()
-    summary["wall_s"] = time.perf_counter() - start_wall
-    images = (
-        _plots(cfg, writers, run_dir, test, dataset, config_dict.get("name", "run")) if writers.active else {}
-    )
-    writers.summary(summary, images)
-    if ckpt:
-        ckpt.close()
-    writers.close()
-    return summary
+
+class Loop:
+    """The train-call cycle and what happens at its boundaries."""
+
+    def __init__(self, run: Run, writers: Writers, best: BestTracker, config: dict, on_eval: Any, step: int):
+        self.run, self.writers, self.best, self.config, self.on_eval = run, writers, best, config, on_eval
+        self.step = step
+        self.best_state: Any = None  # a device copy of the best state (test evaluates it)
+        self.best_saved = True
+        self.window = TrainWindow(run.task.counters)
+        self.train_s, self.train_steps, self.stopped_early = 0.0, 0, False
+        self.preempt = PreemptionFlag()
+        self.last_record: dict = {}
+
+    def train(self, state: Any) -> Any:
+        run = self.run
+        profile = ProfileWindow(run.cfg.profile, run.cfg.profile_steps, run.run_dir / "profile")
+        progress = make_progress(
+            run.steps, self.step, run.cfg.progress and jax.process_index() == 0, run.cfg.log_every
+        )
+        try:
+            while self.step < run.steps and not self.stopped_early:
+                n = run.call_len(self.step)
+                profile.before(self.step, n)
+                state, metrics = self._call(state, n)
+                profile.after(self.step)
+                progress.update(self.step, n, self.window.postfix(self.train_steps / max(self.train_s, 1e-9)))
+                state = self._boundary(state, n)
+                if self.preempt.set:
+                    break
+        finally:
+            profile.close()
+            progress.close()
+            self.preempt.restore()
+        return state
+
+    def _call(self, state: Any, n: int) -> tuple[Any, dict]:
+        run = self.run
+        xs = run.feed.xs(self.step, n)
+        compile_before = run.programs.trace_s + run.programs.compile_s
+        t0 = time.perf_counter()
+        state, metrics = run.programs.train(state, run.feed.data, xs)
+        metrics = jax.device_get(metrics)  # the sync: at most one call in flight
+        self.train_s += time.perf_counter() - t0 - (run.programs.trace_s + run.programs.compile_s - compile_before)
+        check_finite(metrics, run.task.finite, self.step, run.ckpt)
+        self.step += n
+        self.train_steps += n
+        self.window.add(metrics, n)
+        return state, metrics
+
+    def _boundary(self, state: Any, n: int) -> Any:
+        """Log, evaluate, check early stopping and save, each when its interval ends here."""
+        run, step = self.run, self.step
+        at_end = step >= run.steps
+        record = {}
+        if step // run.cfg.log_every > (step - n) // run.cfg.log_every or step % run.eval_every == 0 or at_end:
+            record.update(self.window.means())
+            record["train/steps_per_s"] = self.train_steps / max(self.train_s, 1e-9)
+            self.last_record.update(record)
+        due = run.evaluation.due(step, at_end)
+        evaluated = None
+        if due:
+            outcome = run.evaluation.run(state, step, due, VAL)
+            evaluated = outcome.scalars
+            record.update(evaluated)
+            self.writers.images(step, outcome.images, final=False)
+            self.best.update(step, evaluated)
+            self.stopped_early = self.best.should_stop
+            if self.best.is_new_best:
+                self.best_state = _device_copy(state) if step < run.steps else None
+                self.best_saved = self.best_state is None
+        if record:
+            self.writers.write(step, record)
+        if evaluated is not None and self.on_eval is not None:
+            self.on_eval(step, evaluated)
+        if run.ckpt and run.save_policy.due(step, at_end or self.stopped_early or self.preempt.set):
+            self.save(state, step, evaluated)
+        return state
+
+    def save(self, state: Any, step: int, evaluated: dict | None) -> None:
+        """The current state, and first the best one if it was kept on device unsaved."""
+        run = self.run
+        wid = self.writers.wandb.run_id if self.writers.wandb else None
+        info = {"wandb_id": wid, "config": self.config, **self.best.meta()}
+        if not self.best_saved and self.best.step != step:
+            best = {**info, "step": self.best.step}
+            run.ckpt.save(self.best.step, self.best_state, best, None, self.best.metrics)
+        self.best_saved = True
+        run.ckpt.save(step, state, {**info, "step": step}, run.feed.iterator, evaluated)
+        run.save_policy.saved()
+
+    def close_checkpoints(self) -> None:
+        if self.run.ckpt:
+            self.run.ckpt.close()
+
+    def final_state(self, state: Any) -> Any:
+        """The best state: on device, in the latest checkpoint, or restored from its own."""
+        run, best = self.run, self.best
+        if best.step is None or best.step == self.step:
+            return state
+        if self.best_state is not None:
+            return self.best_state
+        if run.ckpt is None:
+            return state
+        run.ckpt.wait()
+        restored, _ = run.ckpt.restore(best.step, run.target)
+        return restored
+
+    def finish(self, state: Any, start_wall: float) -> dict:
+        run = self.run
+        final = self.final_state(state)
+        if run.ckpt:
+            run.ckpt.wait()
+        test = run.evaluation.run(final, self.step, run.evaluation.final_names(), TEST)
+        summary = {
+            "steps": self.step,
+            "best_step": self.best.step if self.best.step is not None else self.step,
+            "stopped_early": self.stopped_early,
+            "compile_s": run.programs.compile_s,
+            "trace_s": run.programs.trace_s,
+            "train/steps_per_s": self.train_steps / max(self.train_s, 1e-9),
+            **self.window.rates(self.train_s),
+            "num_seeds": run.replicas.num_seeds,
+            "num_params": run.num_params(),
+            **run.replicas.summary(),
+            **{k: v for k, v in self.last_record.items() if k.startswith("train/")},
+            **self.best.metrics,
+            **test.scalars,
+            **{k: np.asarray(v).tolist() for k, v in test.arrays.items()},
+        }
+        summary["wall_s"] = time.perf_counter() - start_wall
+        images = {}
+        if self.writers.active:
+            images = self.writers.images(self.step, test.images, final=True)
+            if run.cfg.plots:
+                images.update(write_plots(run.run_dir, self.config.get("name", "run")))
+        self.writers.summary(summary, images)
+        self.close_checkpoints()
+        self.writers.close()
+        return summary
+
+
+def _device_copy(state: Any) -> Any:
+    return jax.tree.map(lambda a: a.copy(), state)
+
+
+def _next_boundary(step: int, intervals: list[int], steps: int) -> int:
+    return min([steps] + [(step // i + 1) * i for i in intervals])
 
 
 def _steps_per_call(limit: int, *intervals: int) -> int:
@@ -297,83 +321,3 @@ def _steps_per_call(limit: int, *intervals: int) -> int:
     common = np.gcd.reduce(np.asarray(intervals, dtype=np.int64))
     best = max(d for d in range(1, min(limit, int(common)) + 1) if common % d == 0)
     return best if 2 * best >= limit else limit
-
-
-def _resume_hint() -> str:
-    if os.environ.get("SLURM_JOB_ID"):
-        return "; the run resumes when Slurm restarts the job (or rerun the same command)"
-    return "; rerun the same command to resume"
-
-
-def _num_params(state: Any) -> int:
-    """Trainable parameters: the size of the state's "params" subtree (all replicas)."""
-    params = state.get("params", {}) if isinstance(state, dict) else {}
-    return int(sum(np.size(leaf) for leaf in jax.tree.leaves(params)))
-
-
-def _next_boundary(step: int, intervals: list[int], steps: int) -> int:
-    return min([steps] + [(step // i + 1) * i for i in intervals])
-
-
-def _window_means(window: dict[str, list]) -> dict:
-    out = {}
-    for k, chunks in window.items():
-        if k == "env_steps":
-            continue
-        values = np.concatenate(chunks)  # (steps, seeds or 1)
-        per_seed = values.mean(0)
-        out[f"train/{k}"] = float(per_seed.mean())
-        if per_seed.size > 1:
-            out[f"train/{k}_per_seed"] = per_seed.tolist()
-    return out
-
-
-def _check_finite(metrics: dict, step: int, ckpt: Checkpointer | None) -> None:
-    loss = metrics.get("loss")
-    if loss is None:
-        return
-    loss = np.asarray(loss).reshape(len(loss), -1)
-    bad = ~np.isfinite(loss).all(axis=1)
-    if bad.any():
-        at = step + int(np.argmax(bad)) + 1
-        kept = ""
-        if ckpt is not None:
-            ckpt.wait()
-            last = ckpt.latest_step()
-            kept = (
-                f"; the last good checkpoint (step {last}) is kept"
-                if last is not None
-                else "; no checkpoint yet"
-            )
-        raise NonFiniteLossError(
-            f"loss became {loss[bad][0][0]} at step {at}{kept}: lower optimizer.learning_rate "
-            "or set optimizer.clip_norm"
-        )
-
-
-def _plots(
-    cfg: TrainerConfig, writers: Writers, run_dir: Path, test: dict, dataset: Dataset | None, name: str
-) -> dict[str, Path]:
-    if not cfg.plots:
-        return {}
-    out_dir = run_dir / "plots"
-    out_dir.mkdir(exist_ok=True)
-    images = {}
-    history = plots.read_history(run_dir / "metrics.jsonl")
-    curves = plots.learning_curves(history, out_dir / "learning_curves.png", name)
-    if curves:
-        images["plots/learning_curves"] = curves
-    if "confusion_matrix" in test:
-        names = dataset.class_names if dataset else []
-        images["plots/confusion_matrix"] = plots.confusion_matrix(
-            test["confusion_matrix"], names, out_dir / "confusion_matrix.png", f"{name}: test"
-        )
-    return images
-
-
-def _progress(enabled: bool, total: int, initial: int):
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True, leave=False
-    )

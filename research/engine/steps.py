@@ -1,4 +1,4 @@
-"""The compiled programs of a run: init, K train steps per dispatch, and evaluation.
+"""The compiled programs of a run: init, K train steps per dispatch, and the evaluators'.
 
 Everything here is a pure function of the task's pure functions. Several seeds
 (and a grid of learning rates) are one program: ``jax.vmap`` over a leading
@@ -23,10 +23,6 @@ from research.tasks.base import Task
 
 # One pool for the process: the jobs of an in-process sweep reuse its threads.
 _COMPILER = ThreadPoolExecutor(thread_name_prefix="xla-compile")
-
-
-def _tree_add(a: Any, b: Any) -> Any:
-    return jax.tree.map(jnp.add, a, b)
 
 
 def enable_compile_cache(directory: str | None) -> None:
@@ -84,22 +80,6 @@ class Programs:
         def chunk(state, data, xs):
             return jax.lax.scan(lambda s, x: step(s, data, x), state, xs)
 
-        eval_step = jax.vmap(task.eval_step, in_axes=(0, None)) if vmapped else task.eval_step
-        finalize = jax.vmap(task.finalize) if vmapped else task.finalize
-
-        def evaluate(state, batches, mask):
-            def body(acc, row):
-                batch, m = row
-                sums = eval_step(state, {**batch, "mask": m})
-                return (sums if acc is None else _tree_add(acc, sums)), None
-
-            first, _ = body(None, jax.tree.map(lambda a: a[0], (batches, mask)))
-            sums, _ = jax.lax.scan(body, first, jax.tree.map(lambda a: a[1:], (batches, mask)))
-            return finalize(sums)
-
-        def evaluate_free(state):
-            return finalize(eval_step(state, None))
-
         init_one = jax.vmap(task.init, in_axes=(0, None)) if vmapped else task.init
 
         def init(rng, example):
@@ -107,10 +87,8 @@ class Programs:
 
         self._init = jax.jit(init, out_shardings=state_sharding)
         self._chunk = jax.jit(chunk, donate_argnums=0, out_shardings=(state_sharding, None))
-        self._evaluate = jax.jit(evaluate)
-        self._evaluate_free = jax.jit(evaluate_free)
 
-    def _submit(self, kind: str, fn: Any, *args: Any) -> tuple:
+    def submit(self, kind: str, fn: Any, *args: Any) -> tuple:
         """Lower ``fn`` for ``args`` (arrays or ShapeDtypeStructs) now, compile it in a thread.
 
         ``kind``: init, train or eval, the names ``trainer.unoptimized`` lists.
@@ -124,46 +102,32 @@ class Programs:
             self._cache[key] = _COMPILER.submit(lowered.compile, options)
         return key
 
-    def _compiled(self, kind: str, fn: Any, *args: Any) -> Any:
-        key = self._submit(kind, fn, *args)
+    def compiled(self, kind: str, fn: Any, *args: Any) -> Any:
+        key = self.submit(kind, fn, *args)
         if isinstance(self._cache[key], Future):
             start = time.perf_counter()
             self._cache[key] = self._cache[key].result()
             self.compile_s += time.perf_counter() - start
         return self._cache[key]
 
-    def compile_ahead(
-        self,
-        state: Any,
-        init: tuple | None,
-        train: tuple | None,
-        evals: Sequence[tuple] | None,
-    ) -> None:
-        """Start compiling the programs of a run before its first step.
+    def compile_ahead(self, state: Any, init: tuple | None, train: tuple | None) -> None:
+        """Start compiling the init and first train programs of a run before its first step.
 
         ``state``: the state's ShapeDtypeStructs with their shardings; ``init``: (rng, example),
         None when the state comes from a checkpoint; ``train``: (data, xs) of the first call,
-        None when its batches are not known ahead (streamed data); ``evals``: (batches, mask)
-        of each split, None for tasks that evaluate without data.
+        None when its batches are not known ahead (streamed data). Evaluators submit their own.
         """
         if init is not None:
-            self._submit("init", self._init, *init)
+            self.submit("init", self._init, *init)
         if train is not None:
-            self._submit("train", self._chunk, state, *train)
-        if evals is None:
-            self._submit("eval", self._evaluate_free, state)
-        else:
-            for batches, mask in evals:
-                self._submit("eval", self._evaluate, state, batches, mask)
+            self.submit("train", self._chunk, state, *train)
+
+    def run(self, kind: str, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` through its compiled program (compiled now if it was not submitted)."""
+        return self.compiled(kind, fn, *args)(*args)
 
     def init(self, rng: jax.Array, example: Any) -> Any:
-        return self._compiled("init", self._init, rng, example)(rng, example)
+        return self.run("init", self._init, rng, example)
 
     def train(self, state: Any, data: Any, xs: Any) -> tuple[Any, dict]:
-        return self._compiled("train", self._chunk, state, data, xs)(state, data, xs)
-
-    def evaluate(self, state: Any, batches: Any, mask: Any) -> dict:
-        return self._compiled("eval", self._evaluate, state, batches, mask)(state, batches, mask)
-
-    def evaluate_free(self, state: Any) -> dict:
-        return self._compiled("eval", self._evaluate_free, state)(state)
+        return self.run("train", self._chunk, state, data, xs)

@@ -27,6 +27,18 @@ def _plain(value: Any) -> Any:
     return [_plain(v) for v in value]
 
 
+def save_png(path: Path, image: np.ndarray) -> None:
+    """(H, W[, C]) floats in [0, 1] or uint8 as a PNG."""
+    from PIL import Image
+
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        image = (np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    Image.fromarray(image).save(path)
+
+
 class JsonlWriter:
     def __init__(self, path: Path, resume_step: int | None):
         self.path = Path(path)
@@ -90,6 +102,9 @@ class WandbWriter:
             return
         self.run.log({k: _plain(v) for k, v in metrics.items() if np.ndim(v) == 0}, step=step)
 
+    def images(self, step: int, images: dict[str, np.ndarray]) -> None:
+        self.run.log({k: self._wandb.Image(v) for k, v in images.items()}, step=max(step, self.run.step))
+
     def summary(self, summary: dict, images: dict[str, Path]) -> None:
         self.run.summary.update({k: v for k, v in summary.items() if np.ndim(v) == 0})
         if images:
@@ -116,6 +131,23 @@ class Writers:
         self.jsonl.write(step, metrics)
         if self.wandb:
             self.wandb.write(step, metrics)
+
+    def images(self, step: int, images: dict[str, np.ndarray], final: bool) -> dict[str, Path]:
+        """PNGs in plots/ and W&B. ``<prefix>/<name>`` is ``plots/<name>.png`` at the end of the
+        run, and ``plots/<prefix>_<name>/<step>.png`` at each evaluation during training.
+        """
+        if not self.active or not images:
+            return {}
+        paths = {}
+        for key, image in images.items():
+            name = key.rsplit("/", 1)[-1] + ".png" if final else f"{key.replace('/', '_')}/{step:08d}.png"
+            path = self.run_dir / "plots" / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_png(path, image)
+            paths[key] = path
+        if self.wandb:
+            self.wandb.images(step, images)
+        return paths
 
     def summary(self, summary: dict, images: dict[str, Path]) -> None:
         if not self.active:

@@ -17,12 +17,18 @@ from flax import nnx
 
 from research import metrics as metrics_lib
 from research import precision as precision_lib
-from research.data.base import Dataset
+from research.data.base import EVAL_WEIGHT, Dataset
 from research.errors import ConfigError
-from research.tasks.base import Batch, Metrics, State
+from research.evaluators import images
+from research.evaluators.base import Evaluator
+from research.evaluators.sums import Sums
+from research.optim import keep_frozen
+from research.tasks.base import Batch, Metrics, State, TaskBase
+
+METRICS = ("loss", "accuracy", "precision", "recall", "f1")
 
 
-class ClassificationTask:
+class ClassificationTask(TaskBase):
     """Trains ``model(input_shape=..., num_outputs=..., rngs=...)`` on ``dataset``.
 
     State: ``{"step", "params" (nnx.Param values), "model_state" (BatchStat values, dropout
@@ -31,6 +37,8 @@ class ClassificationTask:
     The model's train/eval modes (dropout, batch norm) live in two graphdefs, so no step
     pays for switching them.
     """
+
+    metric, metric_mode = "val/accuracy", "max"
 
     def __init__(
         self,
@@ -44,6 +52,11 @@ class ClassificationTask:
     ):
         if dataset is None:
             raise ConfigError("task=classification needs a dataset: set data=<name>, not data=none")
+        if dataset.num_classes is None or dataset.input_shape is None:
+            raise ConfigError(
+                f"task=classification needs labelled examples; data={dataset.name} has no classes: "
+                "choose another task= or data="
+            )
         if not 0.0 <= label_smoothing < 1.0:
             raise ConfigError(f"task.label_smoothing={label_smoothing} must be in [0, 1)")
         self.top_k = tuple(int(k) for k in top_k)
@@ -55,6 +68,7 @@ class ClassificationTask:
         self.num_classes = dataset.num_classes
         self.label_smoothing = float(label_smoothing)
         self.tx = make_optimizer(total_steps)
+        self.frozen = tuple(getattr(make_optimizer, "freeze", ()))
         abstract = nnx.eval_shape(lambda: self._build(jax.random.PRNGKey(0)))
         abstract.train()
         self.train_graphdef = nnx.graphdef(abstract)
@@ -108,7 +122,7 @@ class ClassificationTask:
         updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
         learned = {
             "params": optax.apply_updates(state["params"], updates),
-            "model_state": model_state,
+            "model_state": keep_frozen(model_state, state["model_state"], self.frozen),
             "opt_state": opt_state,
         }
         kept = {k: state[k] for k in learned}
@@ -125,10 +139,19 @@ class ClassificationTask:
     def eval_step(self, state: State, batch: Batch) -> Metrics:
         batch = self.dataset.transform(state["rng"], batch, False)
         model = nnx.merge(self.eval_graphdef, state["params"], state["model_state"])
-        logits = model(batch["image"])
-        mask = batch.get("mask", jnp.ones(logits.shape[:1]))
+        logits = self.precision.cast_output(model(batch["image"]))
         losses = self.loss(logits, batch["label"])
-        return metrics_lib.classification_sums(logits, batch["label"], losses, mask, self.top_k)
+        return metrics_lib.classification_sums(logits, batch["label"], losses, batch[EVAL_WEIGHT], self.top_k)
 
     def finalize(self, sums: Metrics) -> Metrics:
         return metrics_lib.classification_metrics(sums)
+
+    def evaluators(self) -> dict[str, Evaluator]:
+        names = METRICS + tuple(f"top{k}_accuracy" for k in self.top_k)
+        return {"metrics": Sums(self.eval_step, self.finalize, names, report=self._report)}
+
+    def _report(self, metrics: dict) -> dict:
+        """The test confusion matrix as an image."""
+        matrix = metrics["confusion_matrix"]
+        title = f"{self.dataset.name}: test"
+        return {"confusion_matrix": images.confusion_matrix(matrix, self.dataset.class_names, title)}

@@ -15,7 +15,10 @@ import optax
 from flax import nnx
 
 from research.errors import ConfigError
+from research.evaluators.base import Evaluator, Schedule
+from research.evaluators.direct import Direct
 from research.metrics import safe_divide
+from research.tasks.base import TaskBase
 
 ENV_RNG_IMPLS = ("threefry2x32", "unsafe_rbg")
 
@@ -143,13 +146,16 @@ def evaluate_greedy(
     }
 
 
-class Agent:
+class Agent(TaskBase):
     """What PPO and DQN share: checks of the env settings, a model built for the env, a fresh
     state, greedy evaluation. Subclasses call ``__init__`` first, then ``set_model`` and set ``tx``,
     and say how the model acts greedily (``greedy_action``).
     """
 
     tx: optax.GradientTransformation
+    metric, metric_mode = "eval/return", "max"
+    counters = ("env_steps",)
+    reusable = ("params",)
 
     def __init__(
         self, task: str, env: Any, dataset: Any, num_envs: int, eval_episodes: int, env_rng: str
@@ -199,3 +205,8 @@ class Agent:
     def finalize(self, sums: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
         """Mean greedy-episode return."""
         return {"return": safe_divide(sums["return_sum"], sums["episodes"])}
+
+    def evaluators(self) -> dict[str, Evaluator]:
+        """Greedy episodes in fresh envs, recorded as ``eval/return`` during training and at the end."""
+        greedy = Direct(lambda state: self.finalize(self.eval_step(state)), ("return",), Schedule(prefix="eval"))
+        return {"greedy": greedy}

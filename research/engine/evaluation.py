@@ -1,0 +1,154 @@
+"""Running evaluators on their schedules, and turning what they return into records.
+
+The engine knows an evaluator only by its schedule and whether it reads a split.
+Evaluators that read data get the split's padded batches and weights (on device
+once, shared by all of them); their metrics are prefixed with the split (``val/``,
+``test/``). Evaluators that read none (RL rollouts) keep their own prefix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+from research.data.base import Dataset
+from research.engine import feed as feeds
+from research.engine.replicas import Replicas
+from research.engine.steps import Programs
+from research.errors import ConfigError
+from research.evaluators.base import Evaluator
+
+VAL, TEST = "val", "test"
+
+
+@dataclasses.dataclass
+class EvalContext:
+    """What an evaluator may use: the run's compiler and its replica layout."""
+
+    programs: Programs
+    replicas: Replicas
+    final: bool = False
+    step: int = 0
+
+    @property
+    def vmapped(self) -> bool:
+        return self.replicas.vmapped
+
+    @property
+    def replica_count(self) -> int:
+        return self.replicas.count
+
+    def per_replica(self, fn: Callable, in_axes: Any = 0) -> Callable:
+        """``fn`` mapped over the leading replica axis of its state (itself with one replica)."""
+        return jax.vmap(fn, in_axes=in_axes) if self.vmapped else fn
+
+    def submit(self, program: Any, *args: Any) -> None:
+        self.programs.submit("eval", program, *args)
+
+    def run(self, program: Any, *args: Any) -> Any:
+        return self.programs.run("eval", program, *args)
+
+
+@dataclasses.dataclass
+class Outcome:
+    """One evaluation pass: scalars for the record, larger arrays for the summary, images."""
+
+    scalars: dict[str, Any] = dataclasses.field(default_factory=dict)
+    arrays: dict[str, Any] = dataclasses.field(default_factory=dict)
+    images: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+    def add(self, prefix: str, name: str, metrics: dict, images: dict, vmapped: bool) -> None:
+        scalar_ndim = 1 if vmapped else 0
+        for k, v in metrics.items():
+            v = np.asarray(v)
+            if v.ndim == scalar_ndim:
+                self.scalars.update(scalar_record(f"{prefix}/{k}", v))
+            else:
+                self.arrays[f"{prefix}/{k}"] = v
+        for k, image in images.items():
+            self.images[f"{prefix}/{k}"] = image
+
+
+def scalar_record(key: str, value: np.ndarray) -> dict:
+    """A scalar as it is recorded; with several replicas their mean, std and per-replica values."""
+    if value.ndim == 0:
+        return {key: value.item()}
+    return {key: float(value.mean()), f"{key}_std": float(value.std()), f"{key}_per_seed": value.tolist()}
+
+
+class Evaluation:
+    def __init__(
+        self,
+        evaluators: dict[str, Evaluator],
+        dataset: Dataset | None,
+        mesh: Any,
+        programs: Programs,
+        replicas: Replicas,
+        eval_every: int,
+    ):
+        self.evaluators, self.eval_every = evaluators, eval_every
+        self.ctx = EvalContext(programs, replicas)
+        needs_data = any(e.needs_data for e in evaluators.values())
+        if needs_data and dataset is None:
+            names = [n for n, e in evaluators.items() if e.needs_data]
+            raise ConfigError(f"evaluators {names} read a dataset, but data=none: remove them or set data=")
+        self.data = feeds.eval_arrays(dataset, mesh) if needs_data else {}
+
+    def metric_names(self, split: str = VAL) -> set[str]:
+        """Every scalar name an evaluation of ``split`` can record, e.g. ``val/accuracy``."""
+        return {f"{self._prefix(e, split)}/{m}" for e in self.evaluators.values() for m in e.metric_names()}
+
+    def check_metric(self, metric: str) -> None:
+        known = self.metric_names(VAL)
+        if metric not in known:
+            raise ConfigError(
+                f"trainer.early_stopping.metric={metric!r} is not a metric this run evaluates: "
+                f"choose one of {', '.join(sorted(known))}"
+            )
+
+    def prepare(self, state: Any) -> None:
+        """Start compiling every evaluator's program for each split it will read."""
+        for e in self.evaluators.values():
+            for split in self._splits(e):
+                e.prepare(self.ctx, state, self.data.get(split) if e.needs_data else None)
+
+    def due(self, step: int, at_end: bool) -> list[str]:
+        out = []
+        for name, e in self.evaluators.items():
+            every = self.eval_every if e.schedule.every is None else e.schedule.every
+            if (every and step % every == 0) or at_end:
+                out.append(name)
+        return out
+
+    def run(self, state: Any, step: int, names: list[str], split: str, final: bool | None = None) -> Outcome:
+        """The named evaluators on ``split`` (val during training, test at the end).
+
+        ``final`` (default: ``split`` is test) asks the evaluators for their end-of-run reports.
+        """
+        outcome = Outcome()
+        self.ctx.final, self.ctx.step = (split == TEST if final is None else final), step
+        for name in names:
+            e = self.evaluators[name]
+            if self.ctx.final and not e.schedule.final:
+                continue
+            result = e(self.ctx, state, self.data.get(split) if e.needs_data else None)
+            prefix = self._prefix(e, split)
+            outcome.add(prefix, name, result.metrics, result.images, self.ctx.vmapped)
+        return outcome
+
+    def final_names(self) -> list[str]:
+        return [n for n, e in self.evaluators.items() if e.schedule.final]
+
+    @staticmethod
+    def _prefix(e: Evaluator, split: str) -> str:
+        return split if e.needs_data else e.schedule.prefix
+
+    @staticmethod
+    def _splits(e: Evaluator) -> list[str | None]:
+        if not e.needs_data:
+            return [None]
+        return [VAL, TEST] if e.schedule.final else [VAL]

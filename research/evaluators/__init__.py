@@ -1,0 +1,1 @@
+"""Evaluators: named, scheduled evaluations that tasks declare and config adds (see base.py)."""

@@ -1,0 +1,98 @@
+"""Running into an existing run directory: finished, continuing, or not fitting.
+
+Checked in preflight, before Hydra touches the directory, so every file of a saved
+run stays as it was when the answer is "finished" or "does not fit". A change that
+keeps the state's structure (more epochs, another learning rate) continues and says so.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from research.engine.checkpoint import shape_mismatches
+from research.errors import ConfigError
+
+IGNORED = ("hydra",)  # keys whose differences never matter for a rerun
+
+
+class Finished(Exception):
+    """The run in this directory is complete for this config; ``summary`` is its summary.json."""
+
+    def __init__(self, run_dir: Path, summary: dict):
+        super().__init__(f"{run_dir} is finished (step {summary.get('steps')}); nothing to do")
+        self.summary = summary
+
+
+def checkpoint_steps(run_dir: Path) -> list[int]:
+    ckpts = run_dir / "checkpoints"
+    if not ckpts.is_dir():
+        return []
+    return sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit() and (p / "state").is_dir())
+
+
+def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every leaf that differs (added and removed keys too)."""
+    out = []
+    for key in sorted(set(old) | set(new), key=str):
+        if not prefix and key in IGNORED:
+            continue
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_changes(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a} -> {b}")
+    return out
+
+
+def saved_config(run_dir: Path) -> dict | None:
+    """The config the run was started with (Hydra's copy), as a plain dict."""
+    from omegaconf import OmegaConf
+
+    path = run_dir / ".hydra" / "config.yaml"
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=False) if path.exists() else None
+
+
+def check(run_dir: Path, config: dict, abstract_state: Any, total_steps: int) -> list[str]:
+    """Raise Finished or ConfigError for ``run_dir``; otherwise the changes a resumed run continues with."""
+    steps = checkpoint_steps(run_dir)
+    if not steps:
+        return []
+    old = saved_config(run_dir) or {}
+    changes = config_changes(old, config) if old else []
+    if abstract_state is not None:
+        mismatched = shape_mismatches(run_dir / "checkpoints" / str(steps[-1]), abstract_state)
+        if mismatched:
+            differ = "; ".join(changes[:8]) or "; ".join(mismatched[:4])
+            raise ConfigError(
+                f"{run_dir} holds a run whose checkpoint does not fit this config ({differ}): start a new "
+                f"run with trainer.resume=false hydra.run.dir=<new dir>, or rerun with the original values"
+            )
+    summary_path = run_dir / "summary.json"
+    if summary_path.exists():
+        summary = json.loads(summary_path.read_text())
+        if summary.get("stopped_early") or int(summary.get("steps", 0)) >= total_steps:
+            raise Finished(run_dir, summary)
+    return changes
+
+
+def abstract_state(task: Any, dataset: Any, replicas: Any) -> Any:
+    """The state's shapes for the first batch, without touching data on device; None if the
+    train split streams (its first batch would have to be read).
+    """
+    example = None
+    if dataset is not None:
+        split = dataset.splits["train"]
+        if not split.in_memory:
+            return None
+        example = {
+            k: jax.ShapeDtypeStruct((dataset.batch_size, *v.shape[1:]), v.dtype) for k, v in split.arrays().items()
+        }
+    rng = jax.random.PRNGKey(0)
+    abstract = jax.eval_shape(task.init, rng, example)
+    if replicas.vmapped:
+        abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct((replicas.count, *a.shape), a.dtype), abstract)
+    return abstract
