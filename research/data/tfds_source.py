@@ -2,7 +2,8 @@
 
 ``load`` is the ``_target_`` of every data config. It never downloads: TFDS datasets
 are prepared once with ``python -m research.data.prepare <name>`` (array_record
-files, random access), and bundled ones (digits) are built offline on first use.
+files, random access), bundled ones (digits) are built offline on first use, and so
+is fashion_mnist where its original IDX files are installed (``fashion_mnist.py``).
 Training never reads the test split; validation is carved out of TFDS "train".
 """
 
@@ -12,10 +13,11 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
 
-from research.data import digits
+from research.data import digits, fashion_mnist
 from research.data.base import Dataset
 from research.data.splits import TFDSSplit, carve_validation
 from research.data.tfds_logging import absl_errors_only
@@ -25,6 +27,13 @@ from research.errors import ConfigError, DataError
 # Datasets that ship with a pip package and are built offline on first use:
 # name -> prepare(data_dir, **build) returning a prepared TFDS builder.
 BUNDLED: dict[str, Callable[..., tfds.core.DatasetBuilder]] = {"digits": digits.prepare}
+# Datasets built offline from local files where those exist, else read from TFDS's own build:
+# name -> prepare(data_dir, **build) returning a prepared builder, or None without the files.
+LOCAL: dict[str, Callable[..., tfds.core.DatasetBuilder | None]] = {"fashion_mnist": fashion_mnist.prepare}
+# What a user installs to get those local files.
+LOCAL_HINTS = {
+    "fashion_mnist": "`apt-get install dataset-fashion-mnist` (it puts the IDX files in data.build.idx_dir)"
+}
 
 
 def load(
@@ -39,13 +48,17 @@ def load(
     normalize: Mapping[str, Sequence[float] | None],
     augment: Mapping[str, Any],
     build: Mapping[str, Any] | None = None,
+    classes: Sequence[int] | None = None,
 ) -> Dataset:
     """Open ``name`` from ``data_dir`` as train/val/test splits with an on-device transform.
+
+    ``classes`` keeps only examples of those labels, renumbered 0..k-1 in the given order
+    (pretraining on some classes and fine-tuning on the rest).
 
     ``in_memory`` false streams the train split with grain; val and test are always
     read into memory. ``normalize`` holds per-channel ``mean`` and ``std`` in units of ``pixel_max``;
     both null means "compute them from the train split". ``augment`` holds the
-    fields of ``Augment``. ``build`` holds the options of a bundled dataset's build.
+    fields of ``Augment``. ``build`` holds the options of a bundled or local build.
     """
     if batch_size <= 0 or eval_batch_size <= 0:
         raise ConfigError(
@@ -73,38 +86,77 @@ def load(
     }
     features = builder.info.features
     input_shape = tuple(features[image_key].shape)
+    names = list(features[label_key].names)
+    transform_classes = None
+    if classes is not None:
+        splits, transform_classes = keep_classes(splits, list(classes), len(names)), list(classes)
+        names = [names[c] for c in classes]
     mean, std = _normalization(normalize, splits["train"], pixel_max, channels=input_shape[-1])
+    transform = make_transform(mean, std, pixel_max, Augment(**augment))
     return Dataset(
         name=name,
         input_shape=input_shape,
-        num_classes=features[label_key].num_classes,
+        num_classes=len(names),
         splits=splits,
-        transform=make_transform(mean, std, pixel_max, Augment(**augment)),
+        transform=relabel(transform, transform_classes, features[label_key].num_classes),
         batch_size=batch_size,
         eval_batch_size=eval_batch_size,
-        class_names=list(features[label_key].names),
+        class_names=names,
     )
+
+
+def keep_classes(splits: dict[str, TFDSSplit], classes: list[int], num_classes: int) -> dict[str, TFDSSplit]:
+    """Each split restricted to the examples whose label is in ``classes``."""
+    if not classes or len(set(classes)) != len(classes) or not all(0 <= c < num_classes for c in classes):
+        raise ConfigError(f"data.classes={classes} must be distinct labels in [0, {num_classes})")
+    out = {}
+    for name, split in splits.items():
+        labels = split.records.read_all()["label"] if not split.in_memory else split.arrays()["label"]
+        kept = split.indices[np.isin(labels, classes)]
+        out[name] = TFDSSplit(split.source, kept, split.image_key, split.label_key, in_memory=split.in_memory)
+    return out
+
+
+def relabel(transform: Any, classes: list[int] | None, num_classes: int) -> Any:
+    """``transform`` followed by renumbering the kept labels 0..k-1 (on device, in the step)."""
+    if classes is None:
+        return transform
+    lookup = np.zeros(num_classes, np.int32)
+    lookup[classes] = np.arange(len(classes), dtype=np.int32)
+
+    def relabelled(rng: Any, batch: dict, train: bool) -> dict:
+        batch = transform(rng, batch, train)
+        return {**batch, "label": jnp.asarray(lookup)[batch["label"]]}
+
+    return relabelled
 
 
 def prepare_hint(name: str, data_dir: str) -> str:
     """The one line that tells a user how to get ``name`` into ``data_dir``."""
+    local = f"; or {LOCAL_HINTS[name]}" if name in LOCAL_HINTS else ""
     return (
         f"{name} is not prepared in {data_dir}: on a machine with internet run "
         f"`pip install tensorflow-cpu importlib_resources && "
         f"python -m research.data.prepare {name} --data_dir {data_dir}` "
-        f"and copy the folder here, or point data.data_dir (or TFDS_DATA_DIR) at a prepared copy"
+        f"and copy the folder here, or point data.data_dir (or TFDS_DATA_DIR) at a prepared copy{local}"
     )
 
 
 def _builder(name: str, data_dir: str, build: Mapping[str, Any] | None) -> tfds.core.DatasetBuilder:
-    """The TFDS builder of ``name``; bundled datasets are built here if they are missing."""
+    """The TFDS builder of ``name``; bundled datasets, and local ones whose files are
+    present, are built here if they are missing (``data.build=null`` skips a local build)."""
     if name in BUNDLED:
         if build is None:
             raise ConfigError(f"data.build must hold the build options of the bundled dataset {name}")
         return BUNDLED[name](data_dir, **build)
-    if build is not None:
+    if name in LOCAL and build is not None:
+        local = LOCAL[name](data_dir, **build)
+        if local is not None:
+            return local
+    elif build is not None:
         raise ConfigError(
-            f"data.build only applies to bundled datasets ({', '.join(BUNDLED)}); remove it for {name}"
+            f"data.build only applies to bundled datasets ({', '.join(BUNDLED)}) and local builds "
+            f"({', '.join(LOCAL)}); remove it for {name}"
         )
     try:
         return tfds.builder(name, data_dir=data_dir)
@@ -114,18 +166,37 @@ def _builder(name: str, data_dir: str, build: Mapping[str, Any] | None) -> tfds.
         ) from None
 
 
-def _open_sources(builder: tfds.core.DatasetBuilder, name: str, data_dir: str) -> dict[str, Sequence[dict]]:
-    """Random-access "train" and "test" sources, or a DataError saying how to prepare them.
+def open_tfds(
+    name: str, data_dir: str, splits: Mapping[str, str]
+) -> tuple[tfds.core.DatasetBuilder, dict[str, Sequence[dict]]]:
+    """(builder, {our split: random-access source of the TFDS split named by ``splits``}).
+
+    For loaders of other kinds of TFDS data (text): the same checks and messages.
+    """
+    builder = _builder(name, data_dir, None)
+    return builder, _open_sources(builder, name, data_dir, splits)
+
+
+def _open_sources(
+    builder: tfds.core.DatasetBuilder,
+    name: str,
+    data_dir: str,
+    splits: Mapping[str, str] | None = None,
+) -> dict[str, Sequence[dict]]:
+    """Random-access "train" and "test" sources (or ``splits``), or a DataError saying how to prepare them.
 
     Nothing here downloads. What TFDS raises for missing or unreadable files varies, so
     the builder's own ``is_prepared`` decides which message applies.
     """
+    splits = dict(splits or {"train": "train", "test": "test"})
     with absl_errors_only():  # the DataError below says it better than TFDS's warnings
         prepared = builder.is_prepared()
-    if prepared and not {"train", "test"} <= set(builder.info.splits):
-        raise DataError(f"{name} needs 'train' and 'test' splits, it has {sorted(builder.info.splits)}")
+    if prepared and not set(splits.values()) <= set(builder.info.splits):
+        raise DataError(
+            f"{name} needs splits {sorted(set(splits.values()))}, it has {sorted(builder.info.splits)}"
+        )
     try:
-        return builder.as_data_source(split={"train": "train", "test": "test"})
+        return builder.as_data_source(split=splits)
     except Exception as err:
         if prepared:  # e.g. built by TensorFlow users as tfrecord, which only tf.data reads
             raise DataError(

@@ -209,7 +209,10 @@ def shape_mismatches(step_dir: Path, abstract_state: Any) -> list[str]:
 
     saved = saved_shapes(step_dir)
     new = {param_path(p): stored(a) for p, a in jax.tree_util.tree_leaves_with_path(abstract_state)}
-    out = [f"{k}: {saved[k][0]} -> {new[k][0]}" for k in sorted(saved.keys() & new.keys()) if saved[k] != new[k]]
-    out += [f"{k}: only in the checkpoint" for k in sorted(saved.keys() - new.keys())]
-    out += [f"{k}: not in the checkpoint" for k in sorted(new.keys() - saved.keys())]
+    def order(keys: set[str]) -> list[str]:  # model variables before optimizer statistics
+        return sorted(keys, key=lambda k: (k.startswith("opt_state"), k))
+
+    out = [f"{k}: {saved[k][0]} -> {new[k][0]}" for k in order(saved.keys() & new.keys()) if saved[k] != new[k]]
+    out += [f"{k}: only in the checkpoint" for k in order(saved.keys() - new.keys())]
+    out += [f"{k}: not in the checkpoint" for k in order(new.keys() - saved.keys())]
     return out

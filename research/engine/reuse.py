@@ -6,7 +6,8 @@ state's by path and shape. Orbax would load partial weights silently when
 structures differ (orbax#2972), so the matching and the report are done here:
 what was loaded, what was skipped (excluded or absent), what keeps its fresh
 initialisation because the shapes differ. Nothing loaded at all, or any
-mismatch with ``strict``, is an error that lists the mismatched paths.
+mismatch with ``strict``, or a path the checkpoint lacks (another architecture: exclude
+it to keep it fresh on purpose) is an error that lists the mismatched paths.
 """
 
 from __future__ import annotations
@@ -56,7 +57,17 @@ def read_arrays(step_dir: Path) -> dict[str, np.ndarray]:
 
     with ocp.StandardCheckpointer() as ckptr:
         tree = ckptr.restore(step_dir / "state")
-    return {param_path(p): np.asarray(v) for p, v in jax.tree_util.tree_leaves_with_path(tree)}
+    return {param_path(p): _host(v) for p, v in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def _host(value: Any) -> np.ndarray:
+    if jax.dtypes.issubdtype(getattr(value, "dtype", np.float32), jax.dtypes.prng_key):
+        value = jax.random.key_data(value)
+    return np.asarray(value)
+
+
+def _is_key(leaf: Any) -> bool:
+    return jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
 
 
 def init_from(
@@ -76,7 +87,7 @@ def init_from(
 
     def load(key_path: tuple, leaf: Any, spec: Any) -> Any:
         name = param_path(key_path)
-        if not name.split("/", 1)[0] in reusable:
+        if name.split("/", 1)[0] not in reusable or _is_key(leaf):  # RNG streams stay fresh
             return leaf
         if not any(r.search(name) for r in inc) or any(r.search(name) for r in exc):
             report["excluded"].append(name)
@@ -107,11 +118,14 @@ def _patterns(key: str, patterns: Any) -> list[re.Pattern]:
 
 
 def _check(report: dict, step_dir: Path, strict: bool) -> None:
-    if report["loaded"] and not (strict and report["mismatched"]):
+    """A path the checkpoint lacks means another architecture: an error unless excluded. A shape
+    that differs (a head for another number of classes) is re-initialised unless ``strict``.
+    """
+    if report["loaded"] and not report["absent"] and not (strict and report["mismatched"]):
         return
-    mismatched = "; ".join(report["mismatched"][:12]) or "no path of this model is in it"
+    parts = report["mismatched"][:8] + ([f"not in it: {', '.join(report['absent'][:8])}"] if report["absent"] else [])
     raise ConfigError(
-        f"trainer.init_from: the checkpoint {step_dir} does not fit this model ({mismatched}); "
+        f"trainer.init_from: the checkpoint {step_dir} does not fit this model ({'; '.join(parts)}); "
         "choose a compatible run, or exclude those paths with trainer.init_from.exclude=[...]"
     )
 
