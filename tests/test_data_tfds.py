@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from hydra.utils import get_object
 from omegaconf import OmegaConf
 
 from research.data import prepare
@@ -51,8 +52,10 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_mocked_tfds_datasets_load_through_the_same_loader(
     name: str, shape: tuple, classes: int, tmp_path: Path, offline: None
 ) -> None:
+    # build=None: TFDS's own fashion_mnist, not the local build from IDX files (test_data_fashion_mnist.py).
+    overrides = {"build": None} if name == "fashion_mnist" else {}
     with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES):
-        ds = load(**config(name, tmp_path, batch_size=8, eval_batch_size=8))
+        ds = load(**config(name, tmp_path, batch_size=8, eval_batch_size=8, **overrides))
         arrays = {split: ds.splits[split].arrays() for split in ("train", "val", "test")}
     assert (ds.name, ds.input_shape, ds.num_classes, len(ds.class_names)) == (name, shape, classes, classes)
     assert ds.splits["val"].num_examples == round(0.1 * MOCK_EXAMPLES)
@@ -64,16 +67,18 @@ def test_mocked_tfds_datasets_load_through_the_same_loader(
     assert out["image"].shape == arrays["train"]["image"].shape and out["image"].dtype == np.float32
 
 
-def test_every_data_config_matches_the_loader_signature() -> None:
-    parameters = inspect.signature(load).parameters
-    required = {name for name, p in parameters.items() if p.default is inspect.Parameter.empty}
+def test_every_data_config_matches_its_loader_signature() -> None:
     for path in sorted((ROOT / "conf/data").glob("*.yaml")):
         cfg = OmegaConf.to_container(OmegaConf.load(path))
         if path.stem == "none":
             assert cfg == {}  # no _target_: the build step passes dataset=None
             continue
-        assert cfg.pop("_target_") == "research.data.tfds_source.load"
+        target = cfg.pop("_target_")
+        assert target.startswith("research.data."), path.name
+        parameters = inspect.signature(get_object(target)).parameters
+        required = {name for name, p in parameters.items() if p.default is inspect.Parameter.empty}
         assert required <= set(cfg) <= set(parameters), path.name
+        assert {"batch_size", "eval_batch_size"} <= set(cfg), path.name
 
 
 def test_a_dataset_that_is_not_prepared_says_how_to_prepare_it(tmp_path: Path, offline: None) -> None:
