@@ -64,7 +64,7 @@ def check(run_dir: Path, config: dict, abstract_state: Any, total_steps: int) ->
     old = saved_config(run_dir) or {}
     changes = config_changes(old, config) if old else []
     if abstract_state is not None:
-        mismatched = shape_mismatches(run_dir / "checkpoints" / str(steps[-1]), abstract_state)
+        mismatched = _mismatches(run_dir, steps, abstract_state)
         if mismatched:
             differ = "; ".join(changes[:8]) or "; ".join(mismatched[:4])
             raise ConfigError(
@@ -77,6 +77,22 @@ def check(run_dir: Path, config: dict, abstract_state: Any, total_steps: int) ->
         if summary.get("stopped_early") or int(summary.get("steps", 0)) >= total_steps:
             raise Finished(run_dir, summary)
     return changes
+
+
+def _mismatches(run_dir: Path, steps: list[int], abstract: Any) -> list[str]:
+    """What does not fit, or nothing when some checkpoint fits: a damaged newest one is for the
+    resume to move aside, not a reason to refuse the run.
+    """
+    first = None
+    for step in reversed(steps):
+        try:
+            mismatched = shape_mismatches(run_dir / "checkpoints" / str(step), abstract)
+        except (ValueError, OSError, RuntimeError, KeyError):
+            continue
+        if not mismatched:
+            return []
+        first = first or mismatched
+    return first or []
 
 
 def abstract_state(task: Any, dataset: Any, replicas: Any) -> Any:
