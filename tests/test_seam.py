@@ -160,3 +160,46 @@ def test_an_early_stopping_metric_the_task_does_not_produce_is_one_line(configs:
         "choose one of val/count, val/mse, val/r2"
     ]
     assert not run_dir.exists()  # found while building, before Hydra made the directory
+
+
+MY_NET = '''
+from flax import nnx
+
+
+class TinyNet(nnx.Module):
+    def __init__(self, input_shape, num_outputs, width, *, rngs):
+        import math
+
+        self.hidden = nnx.Linear(math.prod(input_shape), width, rngs=rngs)
+        self.head = nnx.Linear(width, num_outputs, rngs=rngs)
+
+    def __call__(self, x):
+        return self.head(nnx.relu(self.hidden(x.reshape(x.shape[0], -1))))
+'''
+
+
+def test_a_users_own_recipe_and_model_outside_the_project_train(tmp_path: Path) -> None:
+    package, configs = tmp_path / "my_code", tmp_path / "my_configs"
+    package.mkdir()
+    (package / "my_models.py").write_text(MY_NET)
+    (configs / "model").mkdir(parents=True)
+    (configs / "experiment").mkdir()
+    (configs / "model" / "my_net.yaml").write_text("_target_: my_models.TinyNet\nwidth: 32\n")
+    (configs / "experiment" / "my_recipe.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /model: my_net\nname: my_recipe\n"
+        "optimizer:\n  learning_rate: 1e-2\ntrainer:\n  max_steps: 40\n  eval_every: 20\nlogger:\n  wandb: null\n"
+    )
+    env = {"PYTHONPATH": str(package)}
+    run_dir = tmp_path / "run"
+    args = ("--config-dir", str(configs), "+experiment=my_recipe", "trainer.progress=false")
+    proc = run_train(*args, f"hydra.run.dir={run_dir}", env=env)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["num_params"] == 64 * 32 + 32 + 32 * 10 + 10
+    assert summary["test/accuracy"] > 0.5
+    again = run_train(*args, f"hydra.run.dir={run_dir}", env=env)
+    assert "is finished (step 40)" in again.stdout and proc.returncode == 0
+    bad = run_train(*args, "model.depth=3", f"hydra.run.dir={tmp_path / 'bad'}", env=env, check=False)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "model.depth" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    listed = run_train("--config-dir", str(configs), "--help", env=env)
+    assert "my_net" in listed.stdout and "my_recipe" in listed.stdout
