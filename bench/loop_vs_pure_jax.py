@@ -47,11 +47,12 @@ def framework_steps_per_s(hidden: list[int], batch: int, steps: int, tmp: Path) 
         f"trainer.log_every={steps}",
     ]
     cfg = compose_train(overrides)
-    task, dataset, trainer = build(cfg)
+    built = build(cfg)
+    dataset = built.dataset
     summary = fit(
-        task,
+        built.task,
         dataset,
-        trainer,
+        built.trainer,
         seed=0,
         mesh_sizes={"data": 1},
         run_dir=tmp,

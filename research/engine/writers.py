@@ -120,6 +120,8 @@ class Writers:
     def __init__(self, run_dir: Path, active: bool, resume_step: int | None, wandb: WandbWriter | None):
         self.run_dir = Path(run_dir)
         self.active = active
+        if active:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         self.jsonl = JsonlWriter(self.run_dir / "metrics.jsonl", resume_step) if active else None
         self.wandb = wandb if active else None
         self.history: list[dict] = []
