@@ -272,9 +272,7 @@ class Loop:
 
     def finish(self, state: Any, start_wall: float) -> dict:
         run = self.run
-        final = self.final_state(state)
-        if run.ckpt:
-            run.ckpt.wait()
+        final = self.final_state(state)  # the last save may still be writing: it overlaps the test pass
         test = run.evaluation.run(final, self.step, run.evaluation.final_names(), TEST)
         summary = {
             "steps": self.step,
