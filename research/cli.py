@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from research.config import CONF_DIR
-from research.errors import ConfigError, TrialPruned, UserError
+from research.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, EXIT_USER_ERROR, ConfigError, TrialPruned, UserError
 
 EXPERIMENTS_DIR = CONF_DIR / "experiment"
 HYDRA_FLAGS = {
@@ -35,9 +35,6 @@ HYDRA_FLAGS = {
     "-p",
     "--version",
 }
-EXIT_USER_ERROR = 2
-EXIT_PREEMPTED = 143
-EXIT_INTERRUPTED = 130
 
 
 def fail(message: str, code: int = EXIT_USER_ERROR) -> None:

@@ -1,4 +1,11 @@
-"""Errors a user can cause and fix. The CLI prints their message as one line and exits non-zero."""
+"""Errors a user can cause and fix, and the exit codes the CLI ends with.
+
+The CLI prints an error's message as one line and exits non-zero.
+"""
+
+EXIT_USER_ERROR = 2  # bad input: the one line says what to change
+EXIT_INTERRUPTED = 130  # Ctrl-C: saved, stopped
+EXIT_PREEMPTED = 143  # SIGTERM/SIGUSR1 (Slurm): saved, requeued where Slurm allows
 
 
 class UserError(Exception):

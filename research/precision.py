@@ -18,6 +18,7 @@ everywhere, so a CPU run and a GPU run agree up to reduction order.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -63,6 +64,7 @@ class Policy:
     def model_factory(self, model_fn: Callable[..., nnx.Module]) -> Callable[..., nnx.Module]:
         """``model_fn`` whose models come out with this policy applied."""
 
+        @functools.wraps(model_fn)  # keeps the signature: tasks pass only the arguments a model takes
         def build(*args: Any, **kwargs: Any) -> nnx.Module:
             return self.apply(model_fn(*args, **kwargs))
 

@@ -27,6 +27,34 @@ def restore(run: Run, step: int) -> Any:
     return state
 
 
+def open_run(built: Any, run_dir: Path, seed: int, mesh_sizes: dict, replicas: Replicas) -> Run:
+    """The run's layout (mesh, shardings, evaluators) over its checkpoint directory, for restoring."""
+    trainer = built.trainer
+    trainer.checkpoint = {**trainer.checkpoint, "enabled": True}
+    evaluators = {**built.task.evaluators(), **built.evaluators}
+    return Run(built.task, built.dataset, trainer, seed, mesh_sizes, run_dir, replicas, evaluators)
+
+
+def restore_saved(
+    built: Any,
+    run_dir: Path,
+    *,
+    seed: int,
+    mesh_sizes: dict,
+    replicas: Replicas,
+    choose: Callable[[list[int], int | None], int],
+) -> tuple[Any, int]:
+    """(state, step) of the checkpoint ``choose`` picks, for inference outside the engine (sampling).
+
+    With several replicas (trainer.num_seeds) the state keeps its leading replica axis.
+    """
+    run = open_run(built, run_dir, seed, mesh_sizes, replicas)
+    step = choose(run.ckpt.steps(), run.ckpt.best_step_saved())
+    state = restore(run, step)
+    run.ckpt.close()
+    return state, step
+
+
 def evaluate_saved(
     built: Any,
     run_dir: Path,
@@ -40,12 +68,8 @@ def evaluate_saved(
     """Every final evaluator of the run on ``split`` for the checkpoint ``choose`` picks."""
     from research.engine.writers import save_png
 
-    trainer = built.trainer
-    trainer.checkpoint = {**trainer.checkpoint, "enabled": True}
-    run = Run(built.task, built.dataset, trainer, seed, mesh_sizes, run_dir, replicas, {**built.task.evaluators(), **built.evaluators})
-    steps = run.ckpt.steps()
-    best = run.ckpt.best_step_saved()
-    step = choose(steps, best)
+    run = open_run(built, run_dir, seed, mesh_sizes, replicas)
+    step = choose(run.ckpt.steps(), run.ckpt.best_step_saved())
     state = restore(run, step)
     outcome = run.evaluation.run(state, step, run.evaluation.final_names(), split, final=True)
     run.ckpt.close()

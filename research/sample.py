@@ -1,0 +1,104 @@
+"""Sample text from a trained language model: ``python -m research.sample run=<run dir>
+prompt="ROMEO:" max_new_tokens=500 [temperature=0.8] [top_k=200] [seed=0] [checkpoint=best|latest|<step>]``.
+
+The run is rebuilt from its saved config (as ``research.evaluate`` does), the checkpoint's
+parameters are restored, the tokenizer is rebuilt from the data's ``info``, and the prompt
+followed by ``max_new_tokens`` sampled characters is printed. temperature=0 is greedy.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from research import cli
+from research.errors import ConfigError, UserError
+
+USAGE = (
+    'usage: python -m research.sample run=<run dir> prompt="ROMEO:" max_new_tokens=500 '
+    "[temperature=0.8] [top_k=200] [seed=0] [checkpoint=best]"
+)
+DEFAULTS = {
+    "prompt": "\n",
+    "max_new_tokens": "500",
+    "temperature": "0.8",
+    "top_k": "200",
+    "seed": "0",
+    "checkpoint": "best",
+}
+
+
+def parse(argv: list[str]) -> dict[str, Any]:
+    """The sampling options from key=value args, typed; one ConfigError line for a bad one."""
+    options = dict(DEFAULTS)
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or key not in {*DEFAULTS, "run"}:
+            raise ConfigError(f"{arg!r} is not one of run=, {'=, '.join(DEFAULTS)}=; {USAGE}")
+        options[key] = value
+    if "run" not in options:
+        raise ConfigError(f"run=<run dir> is required; {USAGE}")
+    try:
+        typed = {"max_new_tokens": int(options["max_new_tokens"]), "temperature": float(options["temperature"]),
+                 "top_k": int(options["top_k"]), "seed": int(options["seed"])}  # fmt: skip
+    except ValueError as e:
+        raise ConfigError(f"{e}: max_new_tokens, top_k and seed are integers, temperature a number") from None
+    if typed["max_new_tokens"] < 1 or typed["temperature"] < 0 or typed["top_k"] < 0:
+        raise ConfigError("max_new_tokens must be >= 1, temperature and top_k >= 0")
+    return {**options, **typed, "run": Path(options["run"]).expanduser()}
+
+
+def sample(options: dict[str, Any]) -> str:
+    """The prompt and its continuation, as text."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+    from omegaconf import OmegaConf
+
+    from research import experiment
+    from research.data.text import from_info
+    from research.engine.inference import restore_saved
+    from research.evaluate import choose_step, load_config
+    from research.models.sampling import generate
+
+    cfg = load_config(options["run"], [])
+    built = experiment.build(cfg)
+    task = built.task
+    if not hasattr(task, "vocab_size"):
+        raise ConfigError(f"run={options['run']} trained task={cfg.task._target_}, not a language model")
+    state, _ = restore_saved(
+        built, options["run"], seed=cfg.seed, mesh_sizes=OmegaConf.to_container(cfg.mesh),
+        replicas=experiment.replicas_of(cfg), choose=lambda steps, best: choose_step(steps, best, options["checkpoint"]),
+    )  # fmt: skip
+    if experiment.replicas_of(cfg).vmapped:  # several seeds trained together: sample from the first
+        state = jax.tree.map(lambda a: a[0], state)
+    tokenizer = from_info(built.dataset.info)
+    prompt_ids = tokenizer.encode(options["prompt"])
+    if not len(prompt_ids):
+        raise ConfigError('prompt= is empty: give at least one character (prompt="ROMEO:")')
+    model = nnx.merge(task.eval_graphdef, state["params"], state["model_state"])
+    ids = generate(model, jnp.asarray(prompt_ids)[None], options["max_new_tokens"], options["temperature"],
+                   options["top_k"], jax.random.PRNGKey(options["seed"]))  # fmt: skip
+    return options["prompt"] + tokenizer.decode(jax.device_get(ids)[0, len(prompt_ids) :])
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        options = parse(argv)
+        if not options["run"].is_dir():
+            raise ConfigError(
+                f"no run directory {options['run']} (run=<the run directory of a training run>)"
+            )
+        from research.config import register_resolvers
+
+        register_resolvers()
+        text = sample(options)
+    except UserError as e:
+        cli.fail(str(e))
+    sys.stdout.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
