@@ -273,7 +273,7 @@ DATA_ARGS = {  # config -> what the task passes, the input, the output shape
         jnp.int32,
         (2, 3),
     ),
-    "transformer_lm": ({"vocab_size": 65}, (2, 64), jnp.int32, (2, 64, 65)),
+    "transformer_lm": ({"vocab_size": 65, "max_len": 64}, (2, 64), jnp.int32, (2, 64, 65)),
     "embed_pool": ({"vocab_size": VOCAB, "num_outputs": 3}, (2, T), jnp.int32, (2, 3)),
 }
 
@@ -292,7 +292,6 @@ def test_configs_instantiate(name: str) -> None:
 
 
 GPT2_SMALL = (
-    "model.max_len=1024",
     "model.dim=768",
     "model.depth=12",
     "model.num_heads=12",
@@ -301,12 +300,12 @@ GPT2_SMALL = (
 
 
 @pytest.mark.parametrize(
-    "overrides, vocab, params",
-    [((), 65, 809_856), (GPT2_SMALL, 50257, 124_439_808)],  # nanoGPT's CPU config; HF's gpt2 count
+    "overrides, vocab, context, params",
+    [((), 65, 64, 809_856), (GPT2_SMALL, 50257, 1024, 124_439_808)],  # nanoGPT's CPU config; HF's gpt2
 )
-def test_lm_parameter_counts(overrides: tuple[str, ...], vocab: int, params: int) -> None:
+def test_lm_parameter_counts(overrides: tuple[str, ...], vocab: int, context: int, params: int) -> None:
     model_fn = instantiate(_model_config("transformer_lm", *overrides), _partial_=True)
-    model = nnx.eval_shape(lambda: model_fn(vocab_size=vocab, rngs=rngs()))
+    model = nnx.eval_shape(lambda: model_fn(vocab_size=vocab, max_len=context, rngs=rngs()))
     assert sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param))) == params
 
 
