@@ -84,7 +84,8 @@ def setup(overrides: list[str], batch: int, precision: str, seeds: int):
             "optimizer/schedule=constant",
         ]
     )
-    task, dataset, _ = build(cfg)
+    built = build(cfg)
+    task, dataset = built.task, built.dataset
     mesh = make_mesh({"data": -1})
     replicas = Replicas(num_seeds=seeds)
     feed = MemoryFeed(dataset.splits["train"], batch, 0, seeds, mesh)

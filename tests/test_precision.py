@@ -65,7 +65,8 @@ def digits_task(precision: str):
             "optimizer.learning_rate=1e-2",
         ]
     )
-    task, dataset, _ = build(cfg)
+    built = build(cfg)
+    task, dataset = built.task, built.dataset
     batch = {k: v[:64] for k, v in dataset.splits["train"].arrays().items()}
     return task, batch
 

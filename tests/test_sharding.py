@@ -68,7 +68,8 @@ def train_on_meshes(model: str) -> dict:
     from research.experiment import build
 
     cfg = compose_train([*MODELS[model], "logger=none", "optimizer/schedule=constant"])
-    task, dataset, _ = build(cfg)
+    built = build(cfg)
+    task, dataset = built.task, built.dataset
     rng = jax.random.PRNGKey(0)
     initial = {}
 
