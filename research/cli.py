@@ -86,7 +86,8 @@ def _explain(error: Exception) -> str:
         group, name = m.group(1), m.group(2)
         options = re.search(r"Available options in '[^']+':\n((?:\t.*\n?)*)", text)
         names = ", ".join(o.strip() for o in options.group(1).splitlines() if o.strip()) if options else ""
-        return f"no config '{name}' in group '{group}'" + (f": choose one of {names}" if names else "")
+        what = f"unknown experiment '{name}'" if group == "experiment" else f"no config '{name}' in group '{group}'"
+        return what + (f": choose one of {names}" if names else "")
     if "Could not find" in text and "experiment" in text:
         return text.splitlines()[0]
     return text.splitlines()[0] if text else type(error).__name__
