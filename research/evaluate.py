@@ -1,5 +1,5 @@
 """Evaluate a saved run: ``python -m research.evaluate run=<run dir> [checkpoint=best|latest|<step>]
-[split=test] [data=<name>] [<key>=<value> ...]``.
+[split=test] [data=<name>] [+evaluators=<name>|[<a>,<b>]] [<key>=<value> ...]``.
 
 The run is rebuilt from its own saved config (``.hydra/config.yaml``); ``data=``-style
 group choices and dotted overrides change it (another dataset, a larger eval batch).
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from research import cli
-from research.errors import ConfigError, UserError
+from research.errors import ConfigError
 
 USAGE = "usage: python -m research.evaluate run=<run dir> [checkpoint=best|latest|<step>] [split=test] [overrides]"
 
@@ -50,7 +50,11 @@ def load_config(run_dir: Path, overrides: list[str]) -> Any:
     cfg = OmegaConf.load(path)
     for override in overrides:
         key, _, value = override.partition("=")
-        if "." not in key:  # a config group choice: take that group's node from the config tree
+        key = key.lstrip("+")
+        if key == "evaluators":  # evaluators=a or +evaluators=[a,b]: added to the run's own
+            extra = _evaluator_configs(value)
+            cfg.evaluators = OmegaConf.merge(cfg.get("evaluators") or {}, extra)
+        elif "." not in key:  # a config group choice: take that group's node from the config tree
             composed = compose_train([override])
             if key not in composed:
                 raise ConfigError(f"{key}={value}: no such config group")
@@ -60,6 +64,19 @@ def load_config(run_dir: Path, overrides: list[str]) -> Any:
         else:
             OmegaConf.update(cfg, key, _yaml(value))
     return cfg
+
+
+def _evaluator_configs(value: str) -> Any:
+    """The ``evaluators`` node that ``+evaluators=<value>`` composes, or one line naming the choices."""
+    from hydra.errors import HydraException
+
+    from research.config import CONF_DIR, compose_train
+
+    try:
+        return compose_train([f"+evaluators={value}"]).evaluators
+    except HydraException:
+        names = sorted(p.stem for p in (CONF_DIR / "evaluators").glob("*.yaml"))
+        raise ConfigError(f"evaluators={value}: choose among {names} (conf/evaluators/)") from None
 
 
 def _yaml(text: str) -> Any:
@@ -105,7 +122,7 @@ def evaluate(run_dir: Path, checkpoint: str, split: str, overrides: list[str]) -
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    try:
+    with cli.report_errors():  # bad input, also inside a config's _target_, is one line
         options, overrides = parse(argv)
         run_dir = Path(options["run"]).expanduser()
         if not run_dir.is_dir():
@@ -114,8 +131,6 @@ def main(argv: list[str] | None = None) -> None:
 
         register_resolvers()
         out = evaluate(run_dir, options["checkpoint"], options["split"], overrides)
-    except UserError as e:
-        cli.fail(str(e))
     (run_dir / "eval.json").write_text(json.dumps(out, indent=2) + "\n")
     cli.print_summary({k: v for k, v in out.items() if not isinstance(v, list)})
     print(f"wrote {run_dir / 'eval.json'}")

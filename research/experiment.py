@@ -108,7 +108,8 @@ def _extra_evaluators(cfg: DictConfig, task: Any, dataset: Any) -> dict[str, Any
     for name, node in (cfg.get("evaluators") or {}).items():
         if not isinstance(node, DictConfig) or "_target_" not in node:
             raise ConfigError(f"evaluators.{name} needs a _target_ (see conf/evaluators/)")
-        out[name] = instantiate(node, _convert_="all", task=task, dataset=dataset)
+        # Built as a partial, then called: Hydra would turn the dataclass arguments into config.
+        out[name] = instantiate(node, _partial_=True, _convert_="all")(task=task, dataset=dataset)
     return out
 
 

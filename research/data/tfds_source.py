@@ -49,11 +49,14 @@ def load(
     augment: Mapping[str, Any],
     build: Mapping[str, Any] | None = None,
     classes: Sequence[int] | None = None,
+    labels_per_class: int | None = None,
 ) -> Dataset:
     """Open ``name`` from ``data_dir`` as train/val/test splits with an on-device transform.
 
     ``classes`` keeps only examples of those labels, renumbered 0..k-1 in the given order
-    (pretraining on some classes and fine-tuning on the rest).
+    (pretraining on some classes and fine-tuning on the rest). ``labels_per_class`` keeps
+    only that many training examples of each class, the first in a ``split_seed`` order
+    (fine-tuning from few labels); val and test stay whole.
 
     ``in_memory`` false streams the train split with grain; val and test are always
     read into memory. ``normalize`` holds per-channel ``mean`` and ``std`` in units of ``pixel_max``;
@@ -91,6 +94,13 @@ def load(
     if classes is not None:
         splits, transform_classes = keep_classes(splits, list(classes), len(names)), list(classes)
         names = [names[c] for c in classes]
+    if labels_per_class is not None:
+        splits["train"] = keep_per_class(splits["train"], labels_per_class, split_seed)
+        if batch_size > splits["train"].num_examples:
+            raise ConfigError(
+                f"data.batch_size={batch_size} exceeds the {splits['train'].num_examples} training examples "
+                f"left by data.labels_per_class={labels_per_class}"
+            )
     mean, std = _normalization(normalize, splits["train"], pixel_max, channels=input_shape[-1])
     transform = make_transform(mean, std, pixel_max, Augment(**augment))
     return Dataset(
@@ -117,6 +127,25 @@ def keep_classes(splits: dict[str, TFDSSplit], classes: list[int], num_classes: 
     return out
 
 
+def keep_per_class(split: TFDSSplit, count: int, seed: int) -> TFDSSplit:
+    """The first ``count`` examples of each label of ``split`` in a seeded random order."""
+    if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
+        raise ConfigError(f"data.labels_per_class must be a positive integer or null, got {count!r}")
+    labels = split.records.read_all()["label"] if not split.in_memory else split.arrays()["label"]
+    order = np.random.default_rng(seed).permutation(len(labels))
+    kept = []
+    for label in np.unique(labels):
+        of_label = order[labels[order] == label]
+        if len(of_label) < count:
+            raise ConfigError(
+                f"data.labels_per_class={count} exceeds the {len(of_label)} training examples "
+                f"of label {label}"
+            )
+        kept.append(of_label[:count])
+    indices = np.sort(split.indices[np.concatenate(kept)])
+    return TFDSSplit(split.source, indices, split.image_key, split.label_key, in_memory=split.in_memory)
+
+
 def relabel(transform: Any, classes: list[int] | None, num_classes: int) -> Any:
     """``transform`` followed by renumbering the kept labels 0..k-1 (on device, in the step)."""
     if classes is None:
@@ -126,6 +155,8 @@ def relabel(transform: Any, classes: list[int] | None, num_classes: int) -> Any:
 
     def relabelled(rng: Any, batch: dict, train: bool) -> dict:
         batch = transform(rng, batch, train)
+        if "label" not in batch:  # images alone: inference (research.export, attacks)
+            return batch
         return {**batch, "label": jnp.asarray(lookup)[batch["label"]]}
 
     return relabelled

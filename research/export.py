@@ -1,0 +1,168 @@
+"""Export a classifier for serving: ``python -m research.export run=<run dir> [checkpoint=best|latest|<step>]
+[replica=0] [out=<run dir>/exported] [platforms=cpu,cuda] [overrides]``.
+
+The inference function is the eval-mode model applied to raw inputs (the dataset's
+transform included), serialised with ``jax.export`` as StableHLO with a symbolic batch
+dimension; its weights go next to it as ``params.npz``. Loading needs only jax and
+numpy, not this project, its config or Hydra: the README written beside them shows how.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from research import cli
+from research.errors import ConfigError
+
+USAGE = (
+    "usage: python -m research.export run=<run dir> [checkpoint=best|latest|<step>] [replica=0] "
+    "[out=<dir>] [platforms=cpu,cuda] [overrides]"
+)
+LOADER = """import jax, numpy as np
+exported = jax.export.deserialize(bytearray(open("{dir}/model.stablehlo", "rb").read()))
+params = dict(np.load("{dir}/params.npz"))
+logits = exported.call(params, images)  # images: ({shape}) {dtype}, raw pixels; any batch size
+"""
+
+
+def parse(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    """The export options and the config overrides, from key=value args."""
+    options, overrides = {"checkpoint": "best", "replica": "0"}, []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep:
+            raise ConfigError(f"{arg!r} is not key=value; {USAGE}")
+        (
+            options.__setitem__(key, value)
+            if key in ("run", "checkpoint", "replica", "out", "platforms")
+            else overrides.append(arg)
+        )
+    if "run" not in options:
+        raise ConfigError(f"run=<run dir> is required; {USAGE}")
+    if not options["replica"].isdigit():
+        raise ConfigError(f"replica={options['replica']!r} must be a seed index (0 for a run of one seed)")
+    return options, overrides
+
+
+def flatten(tree: Any) -> tuple[dict[str, np.ndarray], dict[str, Any], Any, list[str]]:
+    """(arrays, PRNG keys, treedef, names in leaf order) of a nested dict, by "params/head/kernel"
+    names. Keys (dropout streams) stay out of params.npz: the eval-mode model draws nothing."""
+    import jax
+
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    names = ["/".join(str(getattr(k, "key", k)) for k in path) for path, _ in leaves]
+    arrays, keys = {}, {}
+    for name, (_, leaf) in zip(names, leaves, strict=True):
+        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            keys[name] = leaf
+        else:
+            arrays[name] = np.asarray(leaf)
+    return arrays, keys, treedef, names
+
+
+def export_model(task: Any, state: Any, input_shape: tuple, dtype: Any, platforms: list[str] | None) -> tuple:
+    """(jax.export.Exported, flat params) of ``task.logits`` for a batch of any size."""
+    import jax
+
+    if not callable(getattr(task, "logits", None)):
+        raise ConfigError(
+            f"research.export needs a classifier with logits(state, images); {type(task).__name__} has none"
+        )
+    learned = {k: state[k] for k in task.reusable if k in state}
+    flat, keys, treedef, names = flatten(learned)
+
+    def infer(params: dict, images: jax.Array) -> jax.Array:
+        tree = jax.tree_util.tree_unflatten(treedef, [params[n] if n in params else keys[n] for n in names])
+        # The eval transform draws nothing: any key serves.
+        return task.logits({**tree, "rng": jax.random.PRNGKey(0)}, images)
+
+    batch_shape = jax.export.symbolic_shape(", ".join(["b", *map(str, input_shape)]))
+    specs = {n: jax.ShapeDtypeStruct(a.shape, a.dtype) for n, a in flat.items()}
+    image_spec = jax.ShapeDtypeStruct(batch_shape, dtype)
+    exported = jax.export.export(jax.jit(infer), platforms=platforms)(specs, image_spec)
+    return exported, flat
+
+
+def write(out: Path, exported: Any, flat: dict, meta: dict) -> None:
+    try:
+        serialized = exported.serialize()
+    except ImportError:
+        raise ConfigError("research.export needs flatbuffers: pip install 'research[export]'") from None
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "model.stablehlo").write_bytes(serialized)
+    np.savez(out / "params.npz", **flat)
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    shape = ", ".join(["batch", *map(str, meta["input_shape"])])
+    loader = LOADER.format(dir=out, shape=shape, dtype=meta["input_dtype"])
+    (out / "README.md").write_text(
+        f"# {meta['name']}, checkpoint {meta['checkpoint_step']}\n\n"
+        "Logits over `meta.json`'s class names. Load in any process with jax and numpy:\n\n"
+        f"```python\n{loader}```\n"
+    )
+
+
+def export(run_dir: Path, options: dict[str, str], overrides: list[str]) -> Path:
+    """Restore the chosen checkpoint of ``run_dir`` and write its exported model; returns the folder."""
+    import jax
+    from omegaconf import OmegaConf
+
+    from research import experiment
+    from research.engine.inference import restore_saved
+    from research.evaluate import choose_step, load_config
+
+    cfg = load_config(run_dir, overrides)
+    built = experiment.build(cfg)
+    replicas = experiment.replicas_of(cfg)
+    state, step = restore_saved(
+        built,
+        run_dir,
+        seed=cfg.seed,
+        mesh_sizes=OmegaConf.to_container(cfg.mesh),
+        replicas=replicas,
+        choose=lambda steps, best: choose_step(steps, best, options["checkpoint"]),
+    )
+    replica = int(options["replica"])
+    if replicas.vmapped:
+        if replica >= replicas.count:
+            raise ConfigError(
+                f"replica={replica}: the run trained {replicas.count} replicas (0..{replicas.count - 1})"
+            )
+        state = jax.tree.map(lambda a: a[replica], state)
+    dataset = built.dataset
+    dtype = np.asarray(dataset.splits["test"].arrays()["image"][:1]).dtype
+    platforms = options["platforms"].split(",") if "platforms" in options else None
+    exported, flat = export_model(built.task, state, tuple(dataset.input_shape), dtype, platforms)
+    out = Path(options.get("out") or run_dir / "exported")
+    meta = {
+        "name": cfg.name,
+        "checkpoint_step": step,
+        "input_shape": list(dataset.input_shape),
+        "input_dtype": str(dtype),
+        "class_names": list(dataset.class_names),
+        "platforms": list(exported.platforms),
+    }
+    write(out, exported, flat, meta)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    with cli.report_errors():  # bad input, also inside a config's _target_, is one line
+        options, overrides = parse(argv)
+        run_dir = Path(options["run"]).expanduser()
+        if not run_dir.is_dir():
+            raise ConfigError(f"no run directory {run_dir} (run=<the run directory of a training run>)")
+        from research.config import register_resolvers
+
+        register_resolvers()
+        out = export(run_dir, options, overrides)
+    print(f"wrote {out} (model.stablehlo, params.npz, meta.json, README.md)")
+
+
+if __name__ == "__main__":
+    main()

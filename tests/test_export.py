@@ -1,0 +1,105 @@
+"""research.export: the serialised model, reloaded with only jax and numpy, gives the framework's logits."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from tests.conftest import ROOT, TINY, run_train
+
+# A fresh process that imports only jax and numpy, as the exported README shows.
+LOADER = """
+import sys, jax, numpy as np
+exported = jax.export.deserialize(bytearray(open(sys.argv[1] + "/model.stablehlo", "rb").read()))
+params = dict(np.load(sys.argv[1] + "/params.npz"))
+images = np.load(sys.argv[2])
+for n in (1, 100):
+    np.save(f"{sys.argv[2]}.{n}.npy", np.asarray(exported.call(params, images[:n])))
+assert not any(m.split(".")[0] in ("research", "hydra", "flax", "omegaconf") for m in sys.modules)
+"""
+
+
+@pytest.fixture(scope="module")
+def cnn_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("export") / "run"
+    run_train(
+        "+experiment=digits_cnn",
+        "trainer.max_steps=30",
+        "trainer.eval_every=30",
+        *TINY,
+        f"hydra.run.dir={run_dir}",
+    )
+    return run_dir
+
+
+def framework_logits(run_dir: Path, images: np.ndarray) -> np.ndarray:
+    from research import experiment
+    from research.config import register_resolvers
+    from research.engine.inference import restore_saved
+    from research.evaluate import load_config
+
+    register_resolvers()
+    cfg = load_config(run_dir, [])
+    built = experiment.build(cfg)
+    state, _ = restore_saved(
+        built,
+        run_dir,
+        seed=0,
+        mesh_sizes=OmegaConf.to_container(cfg.mesh),
+        replicas=experiment.replicas_of(cfg),
+        choose=lambda steps, best: best,
+    )
+    return np.asarray(built.task.logits(state, images))
+
+
+@pytest.mark.slow
+def test_the_exported_model_reloads_in_a_fresh_process_and_matches_for_batches_of_1_and_100(
+    cnn_run: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "exported"
+    proc = subprocess.run(
+        [sys.executable, "-m", "research.export", f"run={cnn_run}", f"out={out}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["input_shape"] == [8, 8, 1] and len(meta["class_names"]) == 10
+    assert "exported.call(params, images)" in (out / "README.md").read_text()
+
+    images = np.random.default_rng(0).integers(0, 17, size=(100, 8, 8, 1)).astype(meta["input_dtype"])
+    np.save(tmp_path / "images.npy", images)
+    load = subprocess.run(
+        [sys.executable, "-c", LOADER, str(out), str(tmp_path / "images.npy")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert load.returncode == 0, load.stderr[-2000:]
+    expected = framework_logits(cnn_run, images)
+    for n in (1, 100):
+        got = np.load(tmp_path / f"images.npy.{n}.npy")
+        assert got.shape == (n, 10)
+        np.testing.assert_allclose(got, expected[:n], rtol=1e-5, atol=1e-5)
+
+
+def test_bad_input_is_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "research.export", f"run={tmp_path}", "replica=x"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: replica='x' must be a seed index (0 for a run of one seed)"
+    ]
