@@ -137,12 +137,21 @@ def test_freeze_by_path_keeps_nnx_params_bit_identical():
 
 
 def test_vmapped_seeds_train_independent_replicas():
+    """Replica i of the vmapped program is the run of seed key i on its own, and the two differ."""
     task = make_task()
     batch = blobs(32, seed=0)
     keys = jax.random.split(jax.random.PRNGKey(0), 2)
-    states = jax.jit(jax.vmap(task.init, in_axes=(0, None)))(keys, batch)
-    states, metrics = jax.jit(jax.vmap(task.train_step, in_axes=(0, None)))(states, batch)
-    assert metrics["loss"].shape == (2,) and float(metrics["loss"][0]) != float(metrics["loss"][1])
+    two_steps = lambda s: jax.lax.scan(lambda s, _: task.train_step(s, batch), s, None, length=2)
+    init = lambda key: task.init(key, batch)
+    states, metrics = jax.jit(jax.vmap(lambda k: two_steps(init(k))))(keys)
+    assert metrics["loss"].shape == (2, 2) and not np.allclose(metrics["loss"][0], metrics["loss"][1])
+    as_data = lambda x: jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+    run_alone = jax.jit(lambda k: two_steps(init(k)))
+    for i, key in enumerate(keys):
+        alone, alone_metrics = run_alone(key)
+        np.testing.assert_allclose(metrics["loss"][i], alone_metrics["loss"], rtol=1e-5)
+        for v, a in zip(jax.tree.leaves(states), jax.tree.leaves(alone), strict=True):
+            np.testing.assert_allclose(as_data(v)[i], as_data(a), rtol=1e-5, atol=1e-6)
 
 
 def test_state_round_trips_through_orbax(tmp_path):

@@ -29,7 +29,11 @@ def test_a_second_identical_run_loads_its_programs_from_the_cache(tmp_path: Path
         summaries.append(json.loads((tmp_path / name / "summary.json").read_text()))
     first, second = summaries
     assert any(cache.iterdir()), "the first run fills the cache"
-    assert second["compile_s"] * 5 <= first["compile_s"], (first["compile_s"], second["compile_s"])
+    # Both runs measured their compilation (a cache hit still costs a load), the second 5x less.
+    assert 0 < second["compile_s"] and second["compile_s"] * 5 <= first["compile_s"], (
+        first["compile_s"],
+        second["compile_s"],
+    )
     assert second["test/loss"] == first["test/loss"], "a cached program computes the same numbers"
 
 

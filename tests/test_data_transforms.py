@@ -114,15 +114,16 @@ def test_non_positive_std_is_a_config_error() -> None:
         make_transform([0.5], [0.0], 255.0, Augment())
 
 
-def test_transform_runs_inside_a_scanned_step() -> None:
+def test_transform_inside_a_scanned_step_augments_as_it_does_alone() -> None:
+    """Each scanned step's images are the transform's output for that step's key, called on its own."""
     transform = make_transform([0.5] * 3, [0.25] * 3, 255.0, ALL_ON)
     raw = batch(4)
+    keys = jax.random.split(jax.random.key(0), 3)
 
-    @jax.jit
-    def steps(key: jax.Array) -> jax.Array:
-        def body(carry: jax.Array, k: jax.Array) -> tuple[jax.Array, None]:
-            return carry + transform(k, raw, True)["image"].mean(), None
+    def body(carry: None, k: jax.Array) -> tuple[None, jax.Array]:
+        return carry, transform(k, raw, True)["image"]
 
-        return jax.lax.scan(body, jnp.float32(0), jax.random.split(key, 3))[0]
-
-    assert np.isfinite(float(steps(jax.random.key(0))))
+    scanned = np.asarray(jax.jit(lambda ks: jax.lax.scan(body, None, ks)[1])(keys))
+    for i, key in enumerate(keys):
+        np.testing.assert_allclose(scanned[i], AUGMENTED(key, raw, True)["image"], rtol=1e-5, atol=1e-5)
+    assert not np.allclose(scanned[0], scanned[1])  # a fresh augmentation per step

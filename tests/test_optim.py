@@ -43,19 +43,53 @@ def run(tx: optax.GradientTransformation, params, grad_fn, steps: int):
     return params
 
 
-@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop"])
-@pytest.mark.parametrize("schedule", ["constant", "warmup_cosine", "step", "multistep"])
-def test_each_optimizer_and_schedule_reduces_a_regression_loss(name, schedule):
-    overrides = [f"optimizer/schedule={schedule}", "optimizer.learning_rate=0.05"]
-    if schedule == "warmup_cosine":
-        overrides.append("optimizer.schedule.warmup_steps=5")
-    if schedule == "step":
-        overrides.append("optimizer.schedule.transition_steps=50")
-    tx = make_optimizer(optimizer_cfg(name, *overrides), total_updates=100)
+TOTAL = 200  # optimizer updates of the run in the tests below
+# Each config group's optimizer as optax builds it, with the group's documented settings.
+OPTAX_OPTIMIZERS = {
+    "sgd": lambda lr: optax.sgd(lr, momentum=0.9, nesterov=False),
+    "adam": lambda lr: optax.adam(lr, b1=0.9, b2=0.999, eps=1e-8),
+    "adamw": lambda lr: optax.adamw(lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4),
+    "rmsprop": lambda lr: optax.rmsprop(lr, decay=0.9, eps=1e-8, momentum=None, centered=False),
+}
+# Each schedule config at learning rate ``lr`` over TOTAL updates, as optax builds it.
+OPTAX_SCHEDULES = {
+    "constant": lambda lr: optax.constant_schedule(lr),
+    # warmup_steps: 0.05 of the run
+    "warmup_cosine": lambda lr: optax.warmup_cosine_decay_schedule(0.0, lr, TOTAL // 20, TOTAL, 0.0),
+    "linear": lambda lr: optax.linear_schedule(lr, 0.0, TOTAL),
+    "step": lambda lr: optax.exponential_decay(lr, 1000, 0.1, staircase=True),
+    "multistep": lambda lr: optax.piecewise_constant_schedule(lr, {TOTAL // 2: 0.1, TOTAL * 3 // 4: 0.1}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPTAX_OPTIMIZERS))
+def test_each_optimizer_makes_the_updates_of_optax_itself(name):
+    """The first updates (through a warmup, so each one uses another learning rate) on a regression."""
+    cfg = optimizer_cfg(name, "optimizer/schedule=warmup_cosine")
+    lr = float(cfg.learning_rate)
+    ours = make_optimizer(cfg, total_updates=TOTAL)
+    theirs = OPTAX_OPTIMIZERS[name](OPTAX_SCHEDULES["warmup_cosine"](lr))
     x, y = regression_problem()
-    w0 = jnp.zeros(x.shape[1])
-    w = run(tx, w0, lambda w: jax.grad(mse)(w, x, y), steps=100)
-    assert mse(w, x, y) < 0.2 * mse(w0, x, y)
+    grad = lambda w: jax.grad(mse)(w, x, y)
+    w_ours = w_theirs = jnp.zeros(x.shape[1])
+    s_ours, s_theirs = ours.init(w_ours), theirs.init(w_theirs)
+    for _ in range(15):
+        u_ours, s_ours = ours.update(grad(w_ours), s_ours, w_ours)
+        u_theirs, s_theirs = theirs.update(grad(w_theirs), s_theirs, w_theirs)
+        w_ours, w_theirs = optax.apply_updates(w_ours, u_ours), optax.apply_updates(w_theirs, u_theirs)
+        np.testing.assert_allclose(w_ours, w_theirs, rtol=1e-6, atol=1e-9)
+    assert float(jnp.abs(w_ours).max()) > 0
+
+
+@pytest.mark.parametrize("schedule", sorted(OPTAX_SCHEDULES))
+def test_each_schedule_gives_the_values_of_optax_itself(schedule):
+    cfg = optimizer_cfg("sgd", f"optimizer/schedule={schedule}")
+    steps = jnp.concatenate(
+        [jnp.arange(TOTAL + 10), jnp.array([999, 1000, 2000, 2500])]
+    )  # step: x0.1 per 1000
+    ours = make_schedule(cfg, total_updates=TOTAL)(steps)
+    theirs = OPTAX_SCHEDULES[schedule](float(cfg.learning_rate))(steps)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-12)
 
 
 def test_null_run_lengths_are_filled_with_the_run_and_accumulation_shortens_it():

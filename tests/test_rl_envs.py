@@ -104,16 +104,33 @@ def test_normalize_observation_standardises_and_eval_freezes_stats() -> None:
     assert not np.array_equal(trained.stats.mean, state.stats.mean)
 
 
+def _scaled_rewards(raw: np.ndarray, done: np.ndarray, gamma: float) -> np.ndarray:
+    """gym's NormalizeReward, written out: each reward over the std of every discounted return so
+    far, all envs and steps up to this one, with a prior of weight 1e-4 at mean 0 and variance 1."""
+    returns, seen, out = np.zeros(raw.shape[1]), [], np.zeros_like(raw, dtype=np.float64)
+    prior = 1e-4
+    for t in range(len(raw)):
+        returns = returns * gamma + raw[t]
+        seen.extend(returns)
+        n, mean, var = len(seen), np.mean(seen), np.var(seen)
+        total = prior + n
+        pooled = (prior + n * var + mean**2 * prior * n / total) / total  # with the prior's mean 0, var 1
+        out[t] = raw[t] / np.sqrt(pooled + 1e-8)
+        returns = np.where(done[t], 0.0, returns)
+    return out
+
+
 def test_scale_reward_divides_by_return_std_but_records_raw_returns() -> None:
-    raw_env = make(_cfg("CartPole-v1"))
-    env = make(_cfg("CartPole-v1", scale_reward=True))
+    raw_env = make(_cfg("CartPole-v1", params={"max_steps_in_episode": 30}))
+    env = make(_cfg("CartPole-v1", params={"max_steps_in_episode": 30}, scale_reward=True))
     assert isinstance(env, ScaleReward)
-    state, (_, reward, _, _, info) = _run(env, 100, 4)
+    _, (_, reward, _, _, info) = _run(env, 100, 4)
     _, (_, raw_reward, _, _, raw_info) = _run(raw_env, 100, 4)
-    expected = 1.0 / np.sqrt(np.asarray(state.stats.var) + 1e-8)
-    np.testing.assert_allclose(np.asarray(reward)[-1], expected, rtol=1e-5)
     assert np.all(np.asarray(raw_reward) == 1.0)
     done = np.asarray(info["done"])
+    assert done.any(), "episodes end in the window, so the discounted return restarts"
+    expected = _scaled_rewards(np.asarray(raw_reward, np.float64), done, gamma=0.99)
+    np.testing.assert_allclose(np.asarray(reward), expected, rtol=2e-4)
     np.testing.assert_array_equal(
         np.asarray(info["episode_return"])[done], np.asarray(info["episode_length"])[done]
     )

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import nnx
 
 from research.envs import make
 from research.errors import ConfigError
@@ -16,7 +17,7 @@ from research.models.actor_critic import ActorCritic
 from research.models.q_network import QNetwork
 from research.tasks.dqn import DQN, buffer_add, buffer_init, buffer_sample
 from research.tasks.ppo import PPO
-from research.tasks.rl_common import completed_return, gae
+from research.tasks.rl_common import completed_return, env_keys, gae
 
 PPO_ARGS = dict(
     num_envs=4,
@@ -144,9 +145,35 @@ def test_ppo_chunk_updates_params_and_reports_metrics(cartpole_ppo) -> None:
     changed = jax.tree.map(lambda a, b: bool((a != b).any()), state["params"], new["params"])
     assert all(jax.tree.leaves(changed))
     assert not np.array_equal(state["obs"], new["obs"])
-    assert float(evaluate(new)["return"]) >= 8  # CartPole's shortest episodes last ~8 steps
     sums = jax.jit(lambda s: task.eval_step(s, None))(new)
     assert float(sums["episodes"]) == task.eval_episodes, "every evaluation episode ends"
+    assert float(evaluate(new)["return"]) == pytest.approx(_greedy_cartpole_return(task, new))
+
+
+def _greedy_cartpole_return(task: PPO, state: dict) -> float:
+    """Greedy evaluation written out on gymnax itself: CartPole pays 1 per step, so the mean
+    episode length from the evaluation's start states, playing the policy's most likely action."""
+    import gymnax
+
+    env, params = gymnax.make("CartPole-v1")
+    reset_key, _ = jax.random.split(jax.random.fold_in(state["eval_rng"], state["step"]))
+    keys = env_keys(reset_key, (task.eval_episodes,), task.env_rng)
+    obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(keys, params)
+    model = nnx.merge(task.graphdef, state["params"])
+
+    def step(carry, _):
+        obs, env_state, alive, length = carry
+        action = jnp.argmax(model(obs)[0].logits, axis=-1)
+        obs, env_state, _, terminated, truncated, _ = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
+            keys, env_state, action, params
+        )
+        return (obs, env_state, alive & ~(terminated | truncated), length + alive), None
+
+    alive = jnp.ones(task.eval_episodes, bool)
+    carry = (obs, env_state, alive, jnp.zeros(task.eval_episodes))
+    (_, _, alive, length), _ = jax.lax.scan(step, carry, None, length=params.max_steps_in_episode)
+    assert not alive.any()
+    return float(length.mean())
 
 
 def test_ppo_learns_cartpole_far_beyond_random(cartpole_ppo) -> None:
@@ -162,13 +189,21 @@ def test_ppo_learns_cartpole_far_beyond_random(cartpole_ppo) -> None:
 
 
 def test_ppo_gaussian_policy_on_pendulum_with_wrappers() -> None:
-    env = _env("Pendulum-v1", normalize_obs=True, scale_reward=True, params={"max_steps_in_episode": 20})
-    task = _ppo(env, num_steps=16, update_epochs=1, num_minibatches=1)
-    state = jax.jit(task.init)(jax.random.PRNGKey(0))
-    assert "log_std" in state["params"]
-    state, metrics = _chunk(task, 2)(state)
-    assert np.isfinite(np.asarray(metrics["loss"])).all()
-    assert float(metrics["return"][-1]) < 0  # raw Pendulum rewards are negative, whatever the scaling
+    """Reward scaling changes what PPO learns from, not the returns it reports: the first rollout
+    (same start, same policy) reports the same raw return with and without it."""
+    runs = {}
+    for scale in (False, True):
+        env = _env("Pendulum-v1", normalize_obs=True, scale_reward=scale, params={"max_steps_in_episode": 10})
+        task = _ppo(env, num_steps=16, update_epochs=1, num_minibatches=1)
+        state = jax.jit(task.init)(jax.random.PRNGKey(0))
+        assert "log_std" in state["params"]
+        runs[scale] = _chunk(task, 1)(state)[1]
+    raw, scaled = runs[False], runs[True]
+    # Each of the 4 envs finished a 10-step episode; a Pendulum step pays between -16.3 and 0.
+    assert -163 < float(raw["return"][0]) < 0
+    np.testing.assert_allclose(scaled["return"], raw["return"], rtol=1e-6)
+    assert np.isfinite(np.asarray(scaled["loss"])).all()
+    assert not np.allclose(scaled["value_loss"], raw["value_loss"])  # the critic sees scaled rewards
 
 
 def test_config_errors_name_the_key() -> None:
@@ -205,3 +240,40 @@ def test_dqn_waits_for_learning_starts_then_updates_and_syncs_the_target() -> No
     assert 0.1 < float(metrics["epsilon"][-1]) < 1.0
     sums = jax.jit(task.eval_step)(state)
     assert float(sums["episodes"]) == 4
+
+
+@pytest.mark.parametrize("double", [True, False])
+def test_dqn_bootstraps_from_the_double_or_the_vanilla_target(double: bool) -> None:
+    """Double DQN values the online network's best next action with the target network; vanilla
+    DQN (task.double_dqn=false) takes the target network's own maximum."""
+    q_net = functools.partial(QNetwork, hidden_sizes=(32,), activation="relu")
+    task = DQN(q_net, _adam(), 20, _env(), **{**DQN_ARGS, "double_dqn": double})
+    params = jax.jit(task.init)(jax.random.PRNGKey(0))["params"]
+    target_params = jax.jit(task.init)(jax.random.PRNGKey(1))["params"]  # a target that lags behind
+    keys = jax.random.split(jax.random.PRNGKey(2), 4)
+    batch = {
+        "obs": jax.random.normal(keys[0], (64, 4)),
+        "next_obs": jax.random.normal(keys[1], (64, 4)),
+        "action": jax.random.randint(keys[2], (64,), 0, 2),
+        "reward": jnp.ones(64),
+        "terminated": (jax.random.uniform(keys[3], (64,)) < 0.2).astype(jnp.float32),
+    }
+    online, target = nnx.merge(task.graphdef, params), nnx.merge(task.graphdef, target_params)
+    rows = jnp.arange(64)
+    picked = jnp.argmax(online(batch["next_obs"]), -1)
+    next_q = target(batch["next_obs"])
+    assert (picked != jnp.argmax(next_q, -1)).any(), "the two targets differ on this batch"
+    next_value = next_q[rows, picked] if double else next_q.max(-1)
+    td_target = batch["reward"] + DQN_ARGS["gamma"] * (1 - batch["terminated"]) * next_value
+    expected = jnp.mean((online(batch["obs"])[rows, batch["action"]] - td_target) ** 2)
+    loss, _ = task._loss(params, target_params, batch)
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_double_dqn_false_reaches_the_task() -> None:
+    from research.config import compose_train
+    from research.experiment import build
+
+    for value, expected in (("true", True), ("false", False)):
+        cfg = compose_train(["+experiment=cartpole_dqn", f"task.double_dqn={value}", "logger=none"])
+        assert build(cfg).task.double_dqn is expected

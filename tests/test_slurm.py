@@ -1,8 +1,9 @@
-"""Slurm: sweeps through the submitit launcher, a 2-process jax.distributed job, requeue and resume.
+"""Slurm: sweeps through the submitit launcher, a 2-process jax.distributed job, the time-limit
+signal and the job requeueing itself.
 
-The tests marked ``slurm`` need a running cluster (CI starts a one-node one on localhost with
-``bash slurm/local-cluster.sh start``); without one they skip and say why. The preflight check of
-the launcher config is also tested against a stand-in ``sbatch``, which needs no cluster.
+The tests marked ``slurm`` need a running cluster (``bash slurm/local-cluster.sh start``, a one-node
+one on localhost); without one they skip and say why, and CI, which starts one, fails on that skip.
+The preflight check of the launcher config is also tested against a stand-in ``sbatch``.
 """
 
 from __future__ import annotations
@@ -21,19 +22,20 @@ import yaml
 
 from research.errors import ConfigError
 from research.launch.slurm import SLURM_LAUNCHER, check_launcher
-from tests.checkpoints import latest_checkpoint
+from tests.checkpoints import assert_same_final_state, logged_steps
 from tests.conftest import DIGITS_FAST as FAST
 from tests.conftest import ROOT, TINY, run_train
+from tests.wandb_records import read_records
 
-# A short run whose steps are slow enough (one per call, a record per step) to be requeued in the middle.
-STEPS = 400
+# One step per call and a record per step: seconds of steps left when the signal is sent after step 20.
+STEPS = 2000
 TRAIN = (
     "+experiment=digits_mlp",
     "optimizer/schedule=constant",
     f"trainer.max_steps={STEPS}",
     "trainer.steps_per_call=1",
     "trainer.log_every=1",
-    "trainer.eval_every=50",
+    "trainer.eval_every=500",
     "trainer.plots=false",
     *TINY,
 )
@@ -229,14 +231,24 @@ def test_sweep_through_the_slurm_launcher(tmp_path):
         env=_env(),
         timeout=JOB_TIMEOUT_S,
     )
+    summaries = []
     for job, seed in ((0, 0), (1, 1)):
         run = sweep / str(job)
         assert yaml.safe_load((run / ".hydra" / "config.yaml").read_text())["seed"] == seed
-        summary = json.loads((run / "summary.json").read_text())
-        assert 0.0 < summary["test/accuracy"] <= 1.0 and summary["steps"] == 8
+        summaries.append(json.loads((run / "summary.json").read_text()))
         slurm_id = yaml.safe_load((run / ".hydra" / "hydra.yaml").read_text())["hydra"]["job"]["id"]
         assert re.fullmatch(r"\d+_\d", str(slurm_id)), slurm_id  # an array task of one Slurm job
     assert any((sweep / ".submitit").iterdir())
+    # Job 0 computed exactly what the same run computes here; job 1, another seed, did not.
+    here = tmp_path / "here"
+    run_train(*FAST, "seed=0", f"hydra.run.dir={here}", cwd=tmp_path)
+    expected = json.loads((here / "summary.json").read_text())
+    assert [s["steps"] for s in summaries] == [8, 8]
+    assert (summaries[0]["test/loss"], summaries[0]["test/accuracy"]) == (
+        expected["test/loss"],
+        expected["test/accuracy"],
+    )
+    assert summaries[1]["test/loss"] != expected["test/loss"]
 
 
 def _refused_sweep(tmp_path: Path, sweep_value: str, partition: str) -> str:
@@ -273,9 +285,26 @@ def test_a_bad_sweep_value_fails_before_any_job_is_submitted(tmp_path):
     assert "optimizer.learning_rate" in line
 
 
+def _wandb_steps(run_dir: Path) -> dict[str, list[int]]:
+    """The steps each offline W&B run file in ``run_dir`` logged, by run directory name (oldest first)."""
+    files = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    return {
+        f.parent.name: [
+            r.history.step.num for r in read_records(f) if r.WhichOneof("record_type") == "history"
+        ]
+        for f in files
+    }
+
+
 @needs_slurm
 @pytest.mark.slow
-def test_requeued_job_resumes_in_the_same_run_dir_and_matches_an_uninterrupted_run(tmp_path):
+def test_the_time_limit_signal_saves_requeues_the_job_and_it_resumes_where_it_stopped(tmp_path):
+    """SIGUSR1 (what ``--signal=USR1@300`` sends before the time limit) reaches the running job.
+
+    Nothing from outside requeues it: the run saves the step it is at, asks Slurm to requeue its
+    own job and exits; the restarted job resumes from that step in the same run directory and
+    continues the same W&B run, and ends with the parameters of an uninterrupted run.
+    """
     submit = subprocess.run(
         [
             "sbatch",
@@ -286,29 +315,35 @@ def test_requeued_job_resumes_in_the_same_run_dir_and_matches_an_uninterrupted_r
             f"--output={tmp_path}/slurm-%j.out",
             str(ROOT / "slurm" / "train.sbatch"),
             *TRAIN,
+            "logger=wandb",
+            "logger.wandb.mode=offline",
+            # The default runs/<name>/slurm-<job id>, under the test's own folder.
+            f"hydra.run.dir={tmp_path}/runs/${{name}}/${{run_id:}}",
         ],
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        env=_env(),
+        env={**_env(), "WANDB_MODE": "offline", "HOME": str(tmp_path)},
         check=True,
     )
     job = submit.stdout.strip().split(";")[0]
     run_dir = tmp_path / "runs" / "digits_mlp" / f"slurm-{job}"
-    _wait(lambda: latest_checkpoint(run_dir) > 0, "the first checkpoint")
-    assert not (run_dir / "summary.json").exists(), "finished before the requeue: slow the run down"
-    subprocess.run(["scontrol", "requeue", job], check=True)
+    _wait(lambda: max(logged_steps(run_dir), default=0) >= 20, "step 20 of the first run")
+    subprocess.run(["scancel", "--signal=USR1", job], check=True)
     _wait(lambda: _job_field(job, "JobState") in ("COMPLETED", "FAILED", "CANCELLED"), "the requeued job")
     log = (tmp_path / f"slurm-{job}.out").read_text()
     assert _job_field(job, "JobState") == "COMPLETED", log[-3000:]
-    assert int(_job_field(job, "Restarts")) >= 1
+    assert _job_field(job, "Restarts") == "1", log[-3000:]  # requeued once, by the job itself
 
-    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert steps == sorted(set(steps)) and steps[-1] == STEPS  # resumed, and no step logged twice
-    resumed = json.loads((run_dir / "summary.json").read_text())
+    saved = re.findall(r"error: preempted at step (\d+); checkpoint saved; job requeued", log)
+    assert len(saved) == 1 and "task 0: Exited with exit code 143" in log, log[-3000:]
+    step = int(saved[0])
+    assert 20 <= step < STEPS, "the signal landed after the run had finished: slow the run down"
+    assert logged_steps(run_dir) == list(range(1, STEPS + 1))  # resumed at step + 1, no step twice
+    runs = _wandb_steps(run_dir)
+    assert len({name.rsplit("-", 1)[1] for name in runs}) == 1, runs.keys()  # one W&B run id
+    assert list(runs.values()) == [list(range(1, step + 1)), list(range(step + 1, STEPS + 1))]
 
     straight = tmp_path / "straight"
     run_train(*TRAIN, f"hydra.run.dir={straight}", cwd=tmp_path)
-    expected = json.loads((straight / "summary.json").read_text())
-    for key in ("test/accuracy", "test/loss", "val/accuracy", "best_step"):
-        assert resumed[key] == pytest.approx(expected[key], rel=1e-5), key
+    assert_same_final_state(straight, run_dir)

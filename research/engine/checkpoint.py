@@ -191,7 +191,7 @@ def saved_shapes(step_dir: Path) -> dict[str, tuple[tuple[int, ...], str]]:
     from research.optim import param_path
 
     with ocp.StandardCheckpointer() as ckptr:
-        md = ckptr.metadata(Path(step_dir) / "state")
+        md = ckptr.metadata((Path(step_dir) / "state").absolute())  # Orbax reads no arrays on a relative path
     tree = getattr(getattr(md, "item_metadata", md), "tree", getattr(md, "item_metadata", md))
     return {param_path(p): (tuple(v.shape), str(v.dtype)) for p, v in jax.tree_util.tree_leaves_with_path(tree)}
 

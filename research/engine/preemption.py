@@ -5,18 +5,28 @@ time limit when asked to with ``--signal``). After the checkpoint is written the
 job requeues itself when Slurm allows it, and the rerun resumes in the same run
 directory, which is derived from the job id.
 
-Ctrl-C (SIGINT) saves too and stops the run, and a sweep with it; a second Ctrl-C
-stops at once. ``python -m research.train`` takes Ctrl-C over for the whole process
-(``take_ctrl_c``): a flag, checked between calls and before each job of a sweep, rather
-than a KeyboardInterrupt that can land anywhere, including in a garbage-collector
-callback, where Python prints and drops it and a whole Optuna search would carry on.
+Ctrl-C (SIGINT) saves too and stops the run, and a sweep with it (exit code 130); a
+second Ctrl-C stops the process at once, without saving, also with 130 and one line.
+``python -m research.train`` takes Ctrl-C over for the whole process (``take_ctrl_c``):
+a flag, checked between calls and before each job of a sweep, rather than a
+KeyboardInterrupt that can land anywhere, including in a garbage-collector callback,
+where Python prints and drops it and a whole Optuna search would carry on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
+import sys
+
+from research.errors import EXIT_INTERRUPTED
+
+STOPPED_AT_ONCE = (
+    "error: Ctrl-C again: stopped at once, without saving; "
+    "rerun the same command to resume from the last checkpoint\n"
+)
 
 
 class Preempted(Exception):
@@ -31,7 +41,7 @@ _ctrl_c = {"pressed": False}
 
 
 def take_ctrl_c() -> None:
-    """From now on Ctrl-C raises a flag (``ctrl_c_pressed``); a second one KeyboardInterrupt.
+    """From now on Ctrl-C raises a flag (``ctrl_c_pressed``); a second one ends the process.
 
     Left alone when the process started with SIGINT ignored (nohup, a background job).
     """
@@ -41,8 +51,21 @@ def take_ctrl_c() -> None:
 
 def _on_ctrl_c(signum, frame) -> None:
     if _ctrl_c["pressed"]:
-        raise KeyboardInterrupt
+        _stop_at_once()
     _ctrl_c["pressed"] = True
+
+
+def _stop_at_once() -> None:
+    """One line on stderr and exit 130 now: no cleanup, no traceback, whatever the main thread was doing.
+
+    A KeyboardInterrupt would unwind through the checkpoint and W&B shutdown code that a
+    second Ctrl-C is meant to cut short, and print a traceback. Written with ``os.write``:
+    the handler may have interrupted a write to the same stream.
+    """
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    os.write(sys.stderr.fileno(), STOPPED_AT_ONCE.encode())
+    os._exit(EXIT_INTERRUPTED)
 
 
 def ctrl_c_pressed() -> bool:
@@ -76,7 +99,10 @@ def requeue_if_slurm() -> bool:
     """Ask Slurm to requeue this job (batch jobs started with --requeue). True when it accepted.
 
     Only process 0 asks. When the signal came from Slurm's own requeue, the request
-    fails (the job is already pending a restart) and False is returned.
+    fails (the job is already pending a restart) and False is returned. Once Slurm
+    accepts, it ends the job with SIGTERM: from then on this process ignores SIGTERM,
+    so that it finishes closing its records (the W&B run) and exits by itself, within
+    Slurm's KillWait.
     """
     import jax
 
@@ -90,9 +116,13 @@ def requeue_if_slurm() -> bool:
     )
     if not job_id:
         return False
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
-        return (
+        accepted = (
             subprocess.run(["scontrol", "requeue", job_id], capture_output=True, timeout=30).returncode == 0
         )
     except (OSError, subprocess.TimeoutExpired):
-        return False
+        accepted = False
+    if not accepted:
+        signal.signal(signal.SIGTERM, previous)
+    return accepted

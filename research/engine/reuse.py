@@ -56,7 +56,7 @@ def read_arrays(step_dir: Path) -> dict[str, np.ndarray]:
     import orbax.checkpoint as ocp
 
     with ocp.StandardCheckpointer() as ckptr:
-        tree = ckptr.restore(step_dir / "state")
+        tree = ckptr.restore((step_dir / "state").absolute())
     return {param_path(p): _host(v) for p, v in jax.tree_util.tree_leaves_with_path(tree)}
 
 

@@ -119,8 +119,8 @@ def leave_preempted(run: Any, preempt: PreemptionFlag, writers: Any, step: int) 
     """The checkpoint of ``step`` is saved: close everything and raise what the CLI reports."""
     if run.ckpt:
         run.ckpt.close()
+    writers.close()  # before the requeue: Slurm answers it with a SIGTERM that would cut W&B short
     requeued = not preempt.interrupted and requeue_if_slurm()
-    writers.close()
     if preempt.interrupted:
         raise Interrupted(f"interrupted at step {step}; checkpoint saved{_resume_hint()}")
     raise Preempted(f"preempted at step {step}; checkpoint saved" + ("; job requeued" if requeued else _resume_hint()))

@@ -1,0 +1,42 @@
+"""Fail CI when a test skipped for a reason CI does not allow.
+
+Reads the ``-rs`` summary of a saved pytest run (``SKIPPED [n] path:line: reason``). A machine
+without an accelerator may skip what needs one. Only where CI cannot set the machine up (not root,
+or no apt), ``--unprovisioned``, may tests also skip for a missing Slurm cluster, a missing Debian
+data package, or needing root.
+
+    python3 .ci/check_skips.py pytest-output.txt [--unprovisioned]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+ALWAYS = [r"\b(GPU|TPU|accelerator)s?\b"]
+UNPROVISIONED = [r"\bSlurm\b", r"^dataset-fashion-mnist is not installed$", r"needs root"]
+SKIPPED = re.compile(r"^SKIPPED \[\d+\] (?P<where>\S+): (?P<reason>.*)$")
+
+
+def disallowed(lines: list[str], unprovisioned: bool) -> list[str]:
+    """The skip summary lines whose reason matches no allowed pattern."""
+    allowed = ALWAYS + (UNPROVISIONED if unprovisioned else [])
+    found = (SKIPPED.match(line.rstrip("\n")) for line in lines)
+    return [m.group(0) for m in found if m and not any(re.search(p, m["reason"]) for p in allowed)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("log", help="the saved output of pytest -rs")
+    parser.add_argument("--unprovisioned", action="store_true", help="CI could not install what tests need")
+    args = parser.parse_args(argv)
+    with open(args.log, errors="replace") as f:
+        bad = disallowed(f.readlines(), args.unprovisioned)
+    if bad:
+        print("ci: tests skipped for reasons CI does not allow:", *bad, sep="\n  ", file=sys.stderr)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
