@@ -2,7 +2,10 @@
 #   make train    creates .venv, installs the project (CPU JAX), trains the default experiment
 #   make test     same environment, runs the whole test suite
 # JAX=cuda or JAX=tpu installs that JAX build instead; ARGS passes overrides to training.
-PYTHON ?= python3
+# jax >= 0.11 and flax >= 0.12.9 need Python >= 3.12: the first such interpreter on PATH, else pyenv's.
+PYTHON ?= $(firstword $(foreach p,python3.12 python3.13 python3 $(wildcard $(HOME)/.pyenv/versions/3.1[23]*/bin/python3),\
+  $(shell $(p) -c 'import sys; print(sys.executable if sys.version_info >= (3, 12) else "")' 2>/dev/null)) \
+  python3.12)
 JAX ?= cpu
 VENV := .venv
 BIN := $(VENV)/bin
@@ -15,6 +18,8 @@ export JAX_PLATFORMS ?= $(if $(filter cpu,$(JAX)),cpu,)
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@! test -x $(BIN)/python || $(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 12))' || \
+	  { echo "error: $(VENV) has Python < 3.12, which jax >= 0.11 does not support: make clean, then make"; exit 2; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[dev,$(JAX)]"
@@ -24,7 +29,7 @@ train: install
 	$(BIN)/python -m research.train $(ARGS)
 
 test: install
-	$(BIN)/python -m pytest -q -n 2 --durations=15
+	$(BIN)/python -m pytest -q -n 2 -rs --durations=15
 
 test-fast: install
 	$(BIN)/python -m pytest -q -n 2 -m "not slow and not slurm"

@@ -90,7 +90,7 @@ def test_dropout_is_active_only_in_train_mode():
 def test_batch_norm_updates_stats_in_train_and_uses_them_in_eval():
     model = CNN(IMAGE, 10, [4], batch_norm=True, batch_norm_momentum=0.5, rngs=rngs())
     x = images(16) * 3.0 + 2.0
-    stats = lambda: jax.tree.map(np.array, nnx.state(model, nnx.BatchStat).to_pure_dict())
+    stats = lambda: jax.tree.map(np.array, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)))
     before = stats()
     model.train()
     batch_out, single_out = model(x), model(x[:1])

@@ -65,7 +65,7 @@ def built(build: Callable[[], nnx.Module], seed: int = 0) -> nnx.Module:
             return jnp.asarray(rng.normal(0.0, PARAM_STD, leaf.shape), leaf.dtype)
         return jnp.zeros(leaf.shape, leaf.dtype)
 
-    return nnx.merge(graphdef, jax.tree.map(fill, state.to_pure_dict()))
+    return nnx.merge(graphdef, jax.tree.map(fill, nnx.to_pure_dict(state)))
 
 
 @functools.cache
@@ -196,7 +196,7 @@ def test_gru_step_matches_pytorchs_equations() -> None:
 
 def test_tied_lm_projects_with_the_embedding_transpose() -> None:
     tied, untied = lm(tie=True), lm(tie=False)
-    params = nnx.state(tied, nnx.Param).to_pure_dict()
+    params = nnx.to_pure_dict(nnx.state(tied, nnx.Param))
     assert "head" not in params
     assert untied.head is not None and untied.head.kernel.shape == (16, VOCAB)
     logits, features = jax.jit(lambda x: (tied(x), tied.features(x)))(tokens((2, T)))
@@ -227,7 +227,7 @@ def _argmax_decode(model: TransformerLM, prompt: jax.Array, steps: int) -> jax.A
 def test_greedy_sampling_equals_argmax_decoding_from_split_state() -> None:
     model = lm("rotary")
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    rebuilt = nnx.merge(graphdef, params.to_pure_dict(), rest.to_pure_dict())  # as a task keeps it
+    rebuilt = nnx.merge(graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(rest))  # as a task keeps it
     prompt, steps = tokens((2, 7), seed=3), 4  # 7 + 4 > max_len: the window slides
     out = sampling.generate(rebuilt, prompt, steps, 0.0, None, jax.random.PRNGKey(0))
     np.testing.assert_array_equal(out, _argmax_decode(model, prompt, steps))
@@ -340,7 +340,7 @@ def _forward_on_meshes(name: str) -> dict:
     model = built(lambda: build(name))
     model.eval()
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    state = {"params": params.to_pure_dict(), "model_state": rest.to_pure_dict()}
+    state = {"params": nnx.to_pure_dict(params), "model_state": nnx.to_pure_dict(rest)}
     forward = jax.jit(lambda s, *xs: nnx.merge(graphdef, s["params"], s["model_state"])(*xs))
     single = np.asarray(forward(jax.device_put(state, jax.devices()[0]), *inputs(name)))
     out = {}

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -14,8 +12,9 @@ import yaml
 
 from research import compare
 from research.launch.study import sqlite_storage
+from tests.checkpoints import signal_run
 from tests.conftest import DIGITS_FAST as FAST
-from tests.conftest import TERMINAL_TRAIN, parse_table, run_train, train_cmd
+from tests.conftest import parse_table, run_train
 
 STUDY = "digits_mlp_tpe"  # hparams_search=digits_optuna names its study <experiment name>_tpe
 TRIAL_TIMEOUT_S = 120
@@ -56,19 +55,18 @@ def test_optuna_search_stopped_halfway_continues_the_same_study(tmp_path):
     import optuna
 
     search = ("-m", *FAST, "hparams_search=digits_optuna")
-    first = subprocess.Popen(
-        train_cmd(*search, script=TERMINAL_TRAIN),
+    stop = signal_run(  # Ctrl-C halfway through the 8 trials
+        search,
+        lambda: _finished_trials(tmp_path) >= 4,
+        signal.SIGINT,
         cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        timeout=4 * TRIAL_TIMEOUT_S,
     )
-    deadline = time.time() + 4 * TRIAL_TIMEOUT_S
-    while _finished_trials(tmp_path) < 4 and first.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    first.send_signal(signal.SIGINT)  # Ctrl-C halfway through the 8 trials
-    _, err = first.communicate(timeout=TRIAL_TIMEOUT_S)
+    # In a trial (it saves) or between two (the next one does not start): one line, exit code 130.
+    assert stop.code == 130 and "Traceback" not in stop.stderr, stop.stderr[-2000:]
+    assert stop.lines[-1].startswith("error: interrupted"), stop.stderr[-2000:]
     done_before = [t for t in _study(tmp_path).trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert 4 <= len(done_before) < 8, err[-2000:]
+    assert 4 <= len(done_before) < 8, stop.stderr[-2000:]
 
     run_train(*search, "hydra.sweeper.n_trials=4", cwd=tmp_path, timeout=8 * TRIAL_TIMEOUT_S)
     study = _study(tmp_path)

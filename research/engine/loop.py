@@ -154,8 +154,11 @@ def fit(
     loop = Loop(run, writers, best, config_dict, on_eval, int(meta.get("step", 0)))
     try:
         state = loop.train(state)
-    except TrialPruned:
+    except TrialPruned as pruned:  # the run directory and the W&B run say so
         loop.close_checkpoints()
+        writers.summary({"pruned": True, "reason": str(pruned), "steps": loop.step, **best.metrics}, {})
+        if writers.wandb:
+            writers.wandb.run.tags = (*writers.wandb.run.tags, "pruned")
         writers.close()
         raise
     if loop.preempt.set:
@@ -235,7 +238,7 @@ class Loop:
                 self.best_saved = self.best_state is None
         if record:
             self.writers.write(step, record)
-        if evaluated is not None and self.on_eval is not None:
+        if evaluated is not None and self.on_eval is not None and not at_end:  # the last is the result
             self.on_eval(step, evaluated)
         if run.ckpt and run.save_policy.due(step, at_end or self.stopped_early or self.preempt.set):
             self.save(state, step, evaluated)

@@ -74,7 +74,7 @@ class _Lines:
         return " | ".join(fields)
 
     def _eta(self, step: int) -> str:
-        """Remaining steps at this run's average pace so far (compilation included, so early ETAs run long)."""
+        """Remaining steps at the average pace so far (compilation included: early ETAs run long)."""
         done = step - self._start_step
         if done <= 0:
             return "?"

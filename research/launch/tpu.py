@@ -37,7 +37,7 @@ RUNTIME_VERSIONS = {
     "v5p": "v2-alpha-tpuv5",
     "v6e": "v2-alpha-tpuv6e",
 }
-PYTHON = "3.11"
+PYTHON = "3.12"  # jax >= 0.11 needs Python >= 3.12 (pyproject requires-python)
 REMOTE_DIR = "research"  # the project on each worker, relative to $HOME
 MOUNT = "gcs"  # the bucket's mount point on each worker, relative to $HOME
 ARCHIVE = "research.tar.gz"

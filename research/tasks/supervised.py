@@ -98,11 +98,11 @@ class SupervisedTask(TaskBase):
     def init(self, rng: jax.Array, batch: Batch) -> State:
         model_key, task_key = jax.random.split(rng)
         _, params, model_state = nnx.split(self._build(model_key), nnx.Param, ...)
-        params = params.to_pure_dict()
+        params = nnx.to_pure_dict(params)
         state = {
             "step": jnp.zeros((), jnp.int32),
             "params": params,
-            "model_state": model_state.to_pure_dict(),
+            "model_state": nnx.to_pure_dict(model_state),
             "opt_state": self.tx.init(params),
             "rng": task_key,
         }
@@ -121,7 +121,7 @@ class SupervisedTask(TaskBase):
             model = nnx.merge(self.train_graphdef, params, state["model_state"])
             loss, metrics = self.objective(model, batch)
             _, model_state = nnx.state(model, nnx.Param, ...)
-            return loss, (metrics, model_state.to_pure_dict())
+            return loss, (metrics, nnx.to_pure_dict(model_state))
 
         ((loss, (metrics, model_state)), grads), loss_scale, finite = precision_lib.value_and_grad(
             loss_fn, state["params"], state.get("loss_scale"), has_aux=True

@@ -1,0 +1,105 @@
+"""A linear probe: logistic regression on frozen features, trained and scored in one program.
+
+The representation-learning metric (SimCLR's): ``features(state, images)`` of a fixed
+set of training images is fitted by full-batch softmax regression (Adam, ``steps``
+updates, inside one jitted function), then the probe's accuracy is measured on the
+evaluated split. At the final evaluation the same probe on ``baselines`` (e.g. a
+randomly initialised encoder, raw pixels) is reported once, for comparison.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from research.evaluators.base import Result, Schedule
+
+FeaturesFn = Callable[[Any, jax.Array], jax.Array]  # (state, images (B, ...)) -> (B, F)
+
+
+def fit_and_score(
+    train_x: jax.Array, train_y: jax.Array, test_x: jax.Array, test_y: jax.Array, weight: jax.Array,
+    num_classes: int, steps: int, learning_rate: float,
+) -> jax.Array:  # fmt: skip
+    """Accuracy on (test_x, test_y) weighted by ``weight`` of softmax regression fitted to the train set.
+
+    Features are standardised with the train statistics, so one learning rate suits any encoder.
+    """
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
+    params = {"w": jnp.zeros((train_x.shape[1], num_classes)), "b": jnp.zeros(num_classes)}
+    tx = optax.adam(learning_rate)
+
+    def loss(p: dict) -> jax.Array:
+        return optax.softmax_cross_entropy_with_integer_labels(train_x @ p["w"] + p["b"], train_y).mean()
+
+    def update(_: int, carry: tuple) -> tuple:
+        p, opt = carry
+        updates, opt = tx.update(jax.grad(loss)(p), opt, p)
+        return optax.apply_updates(p, updates), opt
+
+    params, _ = jax.lax.fori_loop(0, steps, update, (params, tx.init(params)))
+    correct = jnp.argmax(test_x @ params["w"] + params["b"], -1) == test_y
+    return jnp.sum(correct * weight) / jnp.maximum(weight.sum(), 1.0)
+
+
+class LinearProbe:
+    """``probe_accuracy`` of ``features`` on the split; ``<name>_probe_accuracy`` of each baseline once."""
+
+    needs_data = True
+
+    def __init__(
+        self,
+        features: FeaturesFn,
+        train_images: jax.Array,
+        train_labels: jax.Array,
+        num_classes: int,
+        steps: int,
+        learning_rate: float,
+        baselines: Mapping[str, Callable[[jax.Array], jax.Array]] = (),
+        schedule: Schedule | None = None,
+    ):
+        self.features, self.baselines = features, dict(baselines)
+        self.train = (train_images, train_labels)
+        self.fit = lambda *a: fit_and_score(
+            *a, num_classes=num_classes, steps=steps, learning_rate=learning_rate
+        )
+        self.schedule = schedule or Schedule()
+        self._programs: dict[str, Any] = {}
+
+    def metric_names(self) -> tuple[str, ...]:
+        return ("probe_accuracy", *(f"{n}_probe_accuracy" for n in self.baselines))
+
+    def _probe(
+        self, featurize: Callable[[jax.Array], jax.Array], batches: dict, weights: jax.Array
+    ) -> jax.Array:
+        images = batches["image"].reshape(-1, *batches["image"].shape[2:])
+        labels = batches["label"].reshape(-1)
+        return self.fit(
+            featurize(self.train[0]), self.train[1], featurize(images), labels, weights.reshape(-1)
+        )
+
+    def program(self, ctx: Any, name: str) -> Any:
+        if name not in self._programs:
+            if name == "probe":
+                fn = ctx.per_replica(
+                    lambda s, b, w: self._probe(lambda x: self.features(s, x), b, w), in_axes=(0, None, None)
+                )
+            else:
+                fn = lambda s, b, w: self._probe(self.baselines[name], b, w)  # noqa: E731
+            self._programs[name] = jax.jit(fn)
+        return self._programs[name]
+
+    def prepare(self, ctx: Any, state: Any, data: tuple) -> None:
+        ctx.submit(self.program(ctx, "probe"), state, *data)
+
+    def __call__(self, ctx: Any, state: Any, data: tuple) -> Result:
+        metrics = {"probe_accuracy": jax.device_get(ctx.run(self.program(ctx, "probe"), state, *data))}
+        if ctx.final:
+            for name in self.baselines:
+                metrics[f"{name}_probe_accuracy"] = jax.device_get(self.program(ctx, name)(None, *data))
+        return Result(metrics)

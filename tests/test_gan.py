@@ -1,0 +1,78 @@
+"""GAN: the losses by hand, both players updated in one step, and a bit-identical resume."""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from research.engine.reuse import read_arrays
+from research.models.gan import discriminator, generator
+from research.tasks.gan import GANTask, d_losses, g_losses
+from tests.conftest import TINY, run_train
+from tests.test_autoencoder import image_data
+
+
+def test_the_losses_by_hand() -> None:
+    real, fake = jnp.array([2.0]), jnp.array([-1.0])
+    sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    ns = -math.log(sig(2.0)) - math.log(1 - sig(-1.0))
+    assert float(d_losses(real, fake, "non_saturating")[0]) == pytest.approx(ns, rel=1e-6)
+    assert float(g_losses(fake, "non_saturating")[0]) == pytest.approx(-math.log(sig(-1.0)), rel=1e-6)
+    assert float(d_losses(real, fake, "hinge")[0]) == 0.0  # both beyond the margin
+    assert float(d_losses(jnp.array([0.5]), jnp.array([0.5]), "hinge")[0]) == pytest.approx(0.5 + 1.5)
+    assert float(g_losses(fake, "hinge")[0]) == 1.0
+
+
+def make_task(conditional: bool) -> GANTask:
+    models = {
+        "generator": functools.partial(generator, channels=[4], kernel_size=3),
+        "discriminator": functools.partial(discriminator, channels=[4], kernel_size=3),
+    }
+    optimizers = {"generator": lambda n: optax.adam(1e-3), "discriminator": lambda n: optax.sgd(1e-2)}
+    return GANTask(models, optimizers, 10, image_data(), noise_dim=5, conditional=conditional, grid_rows=2)
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_one_step_updates_both_players_with_their_own_optimizers(conditional: bool) -> None:
+    task = make_task(conditional)
+    state = task.init(jax.random.PRNGKey(0), None)
+    batch = {
+        "image": jnp.asarray(image_data().splits["train"].arrays()["image"][:8]),
+        "label": jnp.arange(8) % 2,
+    }
+    new, metrics = jax.jit(task.train_step)(state, batch)
+    assert set(metrics) == {"d_loss", "g_loss", "d_real_accuracy", "d_fake_accuracy"} >= set(task.finite)
+    for player in ("generator", "discriminator"):
+        changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), new[player], state[player])
+        assert all(jax.tree.leaves(changed)), player
+    assert int(new["g_opt_state"][0].count) == 1  # Adam's moments for the generator; SGD keeps none
+    samples = jax.jit(task.samples)(new)["samples"]
+    assert samples.shape == (2 * 2, 8, 8, 1)  # two rows of two (classes, when conditional)
+    assert float(samples.min()) >= 0.0 and float(samples.max()) <= 1.0
+
+
+SMALL = ("task.models.generator.channels=[8]", "task.models.discriminator.channels=[8]", "data.batch_size=16",
+         "trainer.steps_per_call=4", "trainer.eval_every=4", "trainer.checkpoint.every=4", *TINY)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_gan_stopped_and_continued_ends_bit_identical(tmp_path: Path) -> None:
+    """Both players and both optimizer states come back from the checkpoint."""
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    gan = functools.partial(run_train, "+experiment=digits_cgan", *SMALL)
+    gan("trainer.max_steps=8", f"hydra.run.dir={straight}")
+    gan("trainer.max_steps=4", f"hydra.run.dir={resumed}")
+    proc = gan("trainer.max_steps=8", f"hydra.run.dir={resumed}")
+    assert "resuming from step 4" in proc.stdout
+    a, b = read_arrays(straight / "checkpoints" / "8"), read_arrays(resumed / "checkpoints" / "8")
+    assert a.keys() == b.keys() and any(k.startswith("d_opt_state") for k in a)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert (straight / "plots" / "samples.png").stat().st_size > 0
