@@ -240,21 +240,30 @@ class Loop:
             self.writers.write(step, record)
         if evaluated is not None and self.on_eval is not None and not at_end:  # the last is the result
             self.on_eval(step, evaluated)
-        if run.ckpt and run.save_policy.due(step, at_end or self.stopped_early or self.preempt.set):
+        finishing = (at_end or self.stopped_early) and not self.preempt.set
+        if run.ckpt and run.save_policy.due(step, finishing or self.preempt.set):
+            if not finishing:  # at the end the best is written after the test pass (``finish``)
+                self.save_best(step)
             self.save(state, step, evaluated)
         return state
 
-    def save(self, state: Any, step: int, evaluated: dict | None) -> None:
-        """The current state, and first the best one if it was kept on device unsaved."""
-        run = self.run
+    def _meta(self, step: int) -> dict:
         wid = self.writers.wandb.run_id if self.writers.wandb else None
-        info = {"wandb_id": wid, "config": self.config, **self.best.meta()}
-        if not self.best_saved and self.best.step != step:
-            best = {**info, "step": self.best.step}
-            run.ckpt.save(self.best.step, self.best_state, best, None, self.best.metrics)
+        return {"wandb_id": wid, "config": self.config, **self.best.meta(), "step": step}
+
+    def save(self, state: Any, step: int, evaluated: dict | None) -> None:
+        """The current state, with the data iterator: what a resume starts from."""
+        self.run.ckpt.save(step, state, self._meta(step), self.run.feed.iterator, evaluated)
+        self.run.save_policy.saved()
+        if self.best.step == step:
+            self.best_saved = True
+
+    def save_best(self, step: int) -> None:
+        """The best state, kept on device since its evaluation, if it is not saved yet."""
+        if not self.best_saved and self.best.step != step and self.best_state is not None:
+            best = self.best.step
+            self.run.ckpt.save(best, self.best_state, self._meta(best), None, self.best.metrics)
         self.best_saved = True
-        run.ckpt.save(step, state, {**info, "step": step}, run.feed.iterator, evaluated)
-        run.save_policy.saved()
 
     def close_checkpoints(self) -> None:
         if self.run.ckpt:
@@ -277,6 +286,8 @@ class Loop:
         run = self.run
         final = self.final_state(state)  # the last save may still be writing: it overlaps the test pass
         test = run.evaluation.run(final, self.step, run.evaluation.final_names(), TEST)
+        if run.ckpt:  # written while the plots are drawn
+            self.save_best(self.step)
         summary = {
             "steps": self.step,
             "best_step": self.best.step if self.best.step is not None else self.step,
