@@ -21,6 +21,8 @@ from typing import Any
 from research.errors import CheckpointError, UserError
 
 UNREADABLE_DIR = "checkpoints_unreadable"
+SPACE_MARGIN = 1.25  # a checkpoint's size on disk over its arrays' bytes (metadata, OCDBT overhead)
+SPACE_SLACK = 1 << 20  # bytes kept free beyond that, for the metadata and the JSONL record
 
 
 class Checkpointer:
@@ -83,11 +85,23 @@ class Checkpointer:
 
             items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
         with self._write_errors(step):
+            self._check_space(state)
             self.manager.save(step, args=ocp.args.Composite(**items), force=True)
             for old in self.manager.all_steps():
                 if old not in keep and old != step:
                     self.manager.delete(old)
         self._written.append(step)
+
+    def _check_space(self, state: Any) -> None:
+        """A disk without room for this checkpoint fails here, cleanly, before Orbax starts writing
+        (a write that fails midway leaves Orbax's background writers erroring on their way out).
+        """
+        import jax
+
+        need = sum(getattr(leaf, "nbytes", 0) for leaf in jax.tree.leaves(state)) * SPACE_MARGIN + SPACE_SLACK
+        free = shutil.disk_usage(self.directory).free
+        if free < need:
+            raise OSError(f"{free / 2**20:.1f} MiB free, a checkpoint needs about {need / 2**20:.1f} MiB")
 
     def _keep(self, latest: int) -> set[int]:
         """The latest step and the best k scored ones (the newest wins a tie)."""
