@@ -19,6 +19,7 @@ RUN = (
     "mesh=data_parallel",
     "trainer.max_steps=64",
     "trainer.eval_every=32",
+    "trainer.checkpoint.every=32",  # a periodic save too: every process takes part in it
     "optimizer/schedule=constant",
     "trainer.plots=false",
     "trainer.compile_cache=null",

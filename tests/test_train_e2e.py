@@ -65,6 +65,9 @@ ATTENTION = ["model.depth=1", "model.dim=16", "model.num_heads=2", "model.mlp_di
 TINY_MODEL = {"vit": ATTENTION, "transformer_classifier": ATTENTION, "transformer_lm": ATTENTION}
 
 
+FEW_LABELS = ("fashion_mnist_cnn_finetune", "fashion_mnist_cnn_linear_probe")  # 20 labels per class
+
+
 def tiny_model(recipe: str) -> list[str]:
     family = re.search(r"override /model: (\w+)", recipe)
     return TINY_MODEL.get(family.group(1), []) if family else []
@@ -84,6 +87,8 @@ def test_every_experiment_runs_tiny(name: str, tmp_path: Path) -> None:
         "+debug=fast",
         *(LOCAL_DATA[name](tmp_path) if name in LOCAL_DATA else ["data.batch_size=16"] if mocked else []),
         *tiny_model(recipe),
+        # Few-label recipes on the mock's ~10 examples per class: fewer labels, smaller batches.
+        *(["data.labels_per_class=3", "data.batch_size=8"] if name in FEW_LABELS else []),
         f"hydra.run.dir={run_dir}",
         timeout=240,
         cwd=tmp_path,

@@ -79,6 +79,9 @@ def initialize(cfg: Mapping[str, Any] | None) -> None:
         return
     import jax
 
+    if jax.distributed.is_initialized():  # preflight joined already; run() asks again
+        return
+
     timeout = int(cfg.get("timeout_s", 300))
     where = kwargs.get("coordinator_address", "the coordinator")
     watchdog = threading.Timer(timeout, _give_up, (timeout, where, kwargs))
