@@ -1,21 +1,11 @@
-"""PNG plots of a run: learning curves from metrics.jsonl and the confusion matrix."""
+"""PNG plots of a run: learning curves from metrics.jsonl (evaluators draw their own images)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import numpy as np
-
-
-def pyplot():
-    """matplotlib.pyplot on the Agg backend (no display), imported on first use."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from research.evaluators.images import pyplot
 
 
 def read_history(path: Path) -> list[dict]:
@@ -55,39 +45,6 @@ def learning_curves(history: list[dict], out: Path, title: str) -> Path | None:
         ax.legend()
         ax.grid(alpha=0.3)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
-
-
-def confusion_matrix(matrix: np.ndarray, class_names: list[str], out: Path, title: str) -> Path:
-    """Counts with row-normalised colours: rows are true classes, columns predictions."""
-    plt = pyplot()
-    matrix = np.asarray(matrix)
-    if matrix.ndim == 3:  # several seeds: their sum
-        matrix = matrix.sum(0)
-    n = matrix.shape[0]
-    names = class_names or [str(i) for i in range(n)]
-    rows = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(1 + 0.5 * n, 1 + 0.5 * n))
-    ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
-    for i in range(n):
-        for j in range(n):
-            ax.text(
-                j,
-                i,
-                int(matrix[i, j]),
-                ha="center",
-                va="center",
-                fontsize=7,
-                color="white" if rows[i, j] > 0.5 else "black",
-            )
-    ax.set_xticks(range(n), names, rotation=90)
-    ax.set_yticks(range(n), names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
