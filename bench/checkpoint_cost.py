@@ -19,21 +19,25 @@ from pathlib import Path
 
 import jax
 import numpy as np
-
 from loop_vs_pure_jax import pure_jax_steps_per_s  # bench/ is on sys.path when run as a script
+
 from research.config import compose_train
 from research.experiment import build, run
 
 
 def one_run(overrides: list[str], checkpoints: bool) -> dict:
-    cfg = compose_train(["logger=none", "trainer.progress=false", *overrides, f"trainer.checkpoint.enabled={checkpoints}"])
+    cfg = compose_train(
+        ["logger=none", "trainer.progress=false", *overrides, f"trainer.checkpoint.enabled={checkpoints}"]
+    )
     with tempfile.TemporaryDirectory() as tmp:
         summary = run(cfg, Path(tmp) / "run")
     return {"wall_s": summary["wall_s"], "steps_per_s": summary["train/steps_per_s"]}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
@@ -48,7 +52,9 @@ def main() -> None:
     for _ in range(args.repeats):
         rows["default"].append(one_run(args.overrides, True))
         rows["no_checkpoints"].append(one_run(args.overrides, False))
-        rows["pure_jax_steps_per_s"].append(pure_jax_steps_per_s(hidden, batch, steps, arrays["image"], arrays["label"]))
+        rows["pure_jax_steps_per_s"].append(
+            pure_jax_steps_per_s(hidden, batch, steps, arrays["image"], arrays["label"])
+        )
     wall = {k: float(np.median([r["wall_s"] for r in rows[k]])) for k in ("default", "no_checkpoints")}
     sps = {k: float(np.median([r["steps_per_s"] for r in rows[k]])) for k in ("default", "no_checkpoints")}
     pure = float(np.median(rows["pure_jax_steps_per_s"]))

@@ -17,7 +17,13 @@ import sys
 from pathlib import Path
 
 from research.config import CONF_DIR
-from research.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, EXIT_USER_ERROR, ConfigError, TrialPruned, UserError
+from research.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_PREEMPTED,
+    EXIT_USER_ERROR,
+    TrialPruned,
+    UserError,
+)
 
 EXPERIMENTS_DIR = CONF_DIR / "experiment"
 HYDRA_FLAGS = {
@@ -86,7 +92,11 @@ def _explain(error: Exception) -> str:
         group, name = m.group(1), m.group(2)
         options = re.search(r"Available options in '[^']+':\n((?:\t.*\n?)*)", text)
         names = ", ".join(o.strip() for o in options.group(1).splitlines() if o.strip()) if options else ""
-        what = f"unknown experiment '{name}'" if group == "experiment" else f"no config '{name}' in group '{group}'"
+        what = (
+            f"unknown experiment '{name}'"
+            if group == "experiment"
+            else f"no config '{name}' in group '{group}'"
+        )
         return what + (f": choose one of {names}" if names else "")
     if "Could not find" in text and "experiment" in text:
         return text.splitlines()[0]

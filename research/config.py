@@ -33,8 +33,18 @@ CHECKS: list[tuple[str, tuple, Any, str]] = [
     ("trainer.log_every", (int,), lambda v: v > 0, "a positive integer"),
     ("trainer.eval_every", (int, type(None)), lambda v: v is None or v > 0, "a positive integer or null"),
     ("trainer.num_seeds", (int,), lambda v: v > 0, "a positive integer"),
-    ("trainer.early_stopping.mode", (str, type(None)), lambda v: v in ("max", "min", None), "max, min or null"),
-    ("trainer.checkpoint.every", (int, type(None)), lambda v: v is None or v > 0, "a positive integer or null"),
+    (
+        "trainer.early_stopping.mode",
+        (str, type(None)),
+        lambda v: v in ("max", "min", None),
+        "max, min or null",
+    ),
+    (
+        "trainer.checkpoint.every",
+        (int, type(None)),
+        lambda v: v is None or v > 0,
+        "a positive integer or null",
+    ),
     (
         "trainer.checkpoint.every_s",
         (int, float, type(None)),

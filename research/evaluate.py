@@ -46,7 +46,9 @@ def load_config(run_dir: Path, overrides: list[str]) -> Any:
 
     path = run_dir / ".hydra" / "config.yaml"
     if not path.exists():
-        raise ConfigError(f"no run in {run_dir}: looked for {path} (run=<the run directory of a training run>)")
+        raise ConfigError(
+            f"no run in {run_dir}: looked for {path} (run=<the run directory of a training run>)"
+        )
     cfg = OmegaConf.load(path)
     for override in overrides:
         key, _, value = override.partition("=")
@@ -87,7 +89,9 @@ def _yaml(text: str) -> Any:
 
 def choose_step(steps: list[int], best_step: int | None, choice: str) -> int:
     if not steps:
-        raise ConfigError("the run has no checkpoint to evaluate (was it trained with checkpoint.enabled=false?)")
+        raise ConfigError(
+            "the run has no checkpoint to evaluate (was it trained with checkpoint.enabled=false?)"
+        )
     if choice == "latest":
         return steps[-1]
     if choice == "best":

@@ -118,7 +118,9 @@ def _check_metric(cfg: DictConfig, task: Any, evaluators: dict[str, Any]) -> Non
     metric = cfg.trainer.early_stopping.get("metric") or task.metric
     all_evaluators = {**task.evaluators(), **evaluators}
     known = {
-        f"{'val' if e.needs_data else e.schedule.prefix}/{m}" for e in all_evaluators.values() for m in e.metric_names()
+        f"{'val' if e.needs_data else e.schedule.prefix}/{m}"
+        for e in all_evaluators.values()
+        for m in e.metric_names()
     }
     if metric not in known:
         raise ConfigError(

@@ -105,7 +105,8 @@ def abstract_state(task: Any, dataset: Any, replicas: Any) -> Any:
         if not split.in_memory:
             return None
         example = {
-            k: jax.ShapeDtypeStruct((dataset.batch_size, *v.shape[1:]), v.dtype) for k, v in split.arrays().items()
+            k: jax.ShapeDtypeStruct((dataset.batch_size, *v.shape[1:]), v.dtype)
+            for k, v in split.arrays().items()
         }
     rng = jax.random.PRNGKey(0)
     abstract = jax.eval_shape(task.init, rng, example)

@@ -47,7 +47,9 @@ def test_rerunning_a_finished_run_says_so_and_changes_nothing(finished: Path) ->
 
 def test_a_changed_model_into_a_finished_run_is_one_line_and_changes_nothing(finished: Path) -> None:
     before = snapshot(finished)
-    proc = run_train(*FAST, "trainer.max_steps=40", "model.hidden_sizes=[7]", f"hydra.run.dir={finished}", check=False)
+    proc = run_train(
+        *FAST, "trainer.max_steps=40", "model.hidden_sizes=[7]", f"hydra.run.dir={finished}", check=False
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"error: {finished} holds a run whose checkpoint does not fit this config "
@@ -60,8 +62,12 @@ def test_a_changed_model_into_a_finished_run_is_one_line_and_changes_nothing(fin
 def test_an_error_found_while_building_leaves_no_run_directory(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     proc = run_train(
-        "+experiment=digits_mlp", *TINY, "optimizer.schedule.warmup_steps=100", "trainer.max_steps=40",
-        f"hydra.run.dir={run_dir}", check=False,
+        "+experiment=digits_mlp",
+        *TINY,
+        "optimizer.schedule.warmup_steps=100",
+        "trainer.max_steps=40",
+        f"hydra.run.dir={run_dir}",
+        check=False,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
@@ -76,7 +82,9 @@ def test_every_shipped_warmup_fits_a_one_epoch_run(tmp_path: Path) -> None:
     assert '"steps": 40' in proc.stdout
 
 
-def test_a_corrupt_latest_checkpoint_is_moved_aside_and_the_run_resumes_from_the_one_before(tmp_path: Path) -> None:
+def test_a_corrupt_latest_checkpoint_is_moved_aside_and_the_run_resumes_from_the_one_before(
+    tmp_path: Path,
+) -> None:
     run_dir = tmp_path / "run"
     args = (*FAST, "trainer.checkpoint.every=20", f"hydra.run.dir={run_dir}")
     run_train(*args, "trainer.max_steps=40")
@@ -100,19 +108,28 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs need
 
 
 @needs_root
-def test_a_disk_that_fills_during_a_save_is_one_line_and_the_previous_checkpoint_restores(tmp_path: Path) -> None:
+def test_a_disk_that_fills_during_a_save_is_one_line_and_the_previous_checkpoint_restores(
+    tmp_path: Path,
+) -> None:
     mount = tmp_path / "small"
     _mount_tmpfs(mount, "size=6m")
     try:
         run_dir = mount / "run"
         proc = run_train(
-            *FAST, "trainer.max_steps=200", "trainer.checkpoint.every=20", "trainer.plots=false",
-            f"hydra.run.dir={run_dir}", check=False,
+            *FAST,
+            "trainer.max_steps=200",
+            "trainer.checkpoint.every=20",
+            "trainer.plots=false",
+            f"hydra.run.dir={run_dir}",
+            check=False,
         )
         assert proc.returncode == 2, proc.stdout + proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         (line,) = proc.stderr.strip().splitlines()
-        failed, good = re.match(r"error: could not write the checkpoint of step (\d+) .* the last good checkpoint is step (\d+) in ", line).groups()
+        failed, good = re.match(
+            r"error: could not write the checkpoint of step (\d+) .* the last good checkpoint is step (\d+) in ",
+            line,
+        ).groups()
         assert int(good) < int(failed) and f"in {run_dir / 'checkpoints'}:" in line
         assert read_arrays(run_dir / "checkpoints" / good)["params/head/kernel"].shape == (256, 10)
     finally:

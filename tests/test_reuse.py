@@ -26,7 +26,11 @@ def cnn_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def evaluate(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "research.evaluate", *args], capture_output=True, text=True, cwd=ROOT, timeout=300
+        [sys.executable, "-m", "research.evaluate", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
     )
 
 
@@ -48,20 +52,30 @@ def test_evaluate_bad_input_is_one_line(cnn_run: Path, tmp_path: Path) -> None:
         f"error: no run directory {tmp_path / 'nowhere'} (run=<the run directory of a training run>)"
     ]
     step = evaluate(f"run={cnn_run}", "checkpoint=7")
-    assert step.returncode == 2 and "checkpoint='7': choose best, latest or one of the saved steps" in step.stderr
+    assert (
+        step.returncode == 2
+        and "checkpoint='7': choose best, latest or one of the saved steps" in step.stderr
+    )
     other_classes = evaluate(f"run={cnn_run}", "data.classes=[0,1,2]")
     assert other_classes.returncode == 2, other_classes.stderr
     assert "params/head/kernel: (64, 10) -> (64, 3)" in other_classes.stderr
     assert len(other_classes.stderr.strip().splitlines()) == 1
 
 
-def test_init_from_loads_the_body_and_reinitialises_a_head_of_another_size(cnn_run: Path, tmp_path: Path) -> None:
+def test_init_from_loads_the_body_and_reinitialises_a_head_of_another_size(
+    cnn_run: Path, tmp_path: Path
+) -> None:
     run_dir = tmp_path / "five"
     proc = run_train(
         *CNN, "data.classes=[0,1,2,3,4]", f"trainer.init_from.path={cnn_run}", f"hydra.run.dir={run_dir}"
     )
-    source = read_arrays(cnn_run / "checkpoints" / str(json.loads((cnn_run / "summary.json").read_text())["best_step"]))
-    assert "mismatched (re-initialised) 2: params/head/bias (10,) -> (5,), params/head/kernel (64, 10) -> (64, 5)" in proc.stdout
+    source = read_arrays(
+        cnn_run / "checkpoints" / str(json.loads((cnn_run / "summary.json").read_text())["best_step"])
+    )
+    assert (
+        "mismatched (re-initialised) 2: params/head/bias (10,) -> (5,), params/head/kernel (64, 10) -> (64, 5)"
+        in proc.stdout
+    )
     loaded = next(line for line in proc.stdout.splitlines() if line.strip().startswith("loaded"))
     assert "params/blocks/0/conv/kernel" in loaded and "model_state/blocks/0/norm/mean" in loaded
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -69,18 +83,30 @@ def test_init_from_loads_the_body_and_reinitialises_a_head_of_another_size(cnn_r
     # The loaded start is the source's: with a zero learning rate nothing moves from it.
     frozen_dir = tmp_path / "still"
     run_train(
-        *CNN, "data.classes=[0,1,2,3,4]", f"trainer.init_from.path={cnn_run}", "optimizer.learning_rate=1e-30",
-        f"hydra.run.dir={frozen_dir}", "trainer.max_steps=1",
+        *CNN,
+        "data.classes=[0,1,2,3,4]",
+        f"trainer.init_from.path={cnn_run}",
+        "optimizer.learning_rate=1e-30",
+        f"hydra.run.dir={frozen_dir}",
+        "trainer.max_steps=1",
     )
     after = read_arrays(frozen_dir / "checkpoints" / "1")
-    np.testing.assert_allclose(after["params/blocks/0/conv/kernel"], source["params/blocks/0/conv/kernel"], atol=1e-12)
+    np.testing.assert_allclose(
+        after["params/blocks/0/conv/kernel"], source["params/blocks/0/conv/kernel"], atol=1e-12
+    )
 
 
-def test_init_from_an_incompatible_checkpoint_lists_the_mismatched_paths(cnn_run: Path, tmp_path: Path) -> None:
+def test_init_from_an_incompatible_checkpoint_lists_the_mismatched_paths(
+    cnn_run: Path, tmp_path: Path
+) -> None:
     run_dir = tmp_path / "mlp"
     proc = run_train(
-        "+experiment=digits_mlp", "trainer.max_steps=4", *TINY, f"trainer.init_from.path={cnn_run}",
-        f"hydra.run.dir={run_dir}", check=False,
+        "+experiment=digits_mlp",
+        "trainer.max_steps=4",
+        *TINY,
+        f"trainer.init_from.path={cnn_run}",
+        f"hydra.run.dir={run_dir}",
+        check=False,
     )
     assert proc.returncode == 2, proc.stderr
     (line,) = proc.stderr.strip().splitlines()
@@ -99,8 +125,14 @@ def test_freeze_keeps_frozen_parameters_and_their_batch_norm_statistics_bit_iden
     before = read_arrays(cnn_run / "checkpoints" / str(best))
     after = read_arrays(run_dir / "checkpoints" / str(latest_checkpoint(run_dir)))
     frozen = [k for k in before if "/blocks/0/" in k and k.startswith(("params/", "model_state/"))]
-    assert {"params/blocks/0/conv/kernel", "model_state/blocks/0/norm/mean", "model_state/blocks/0/norm/var"} <= set(frozen)
+    assert {
+        "params/blocks/0/conv/kernel",
+        "model_state/blocks/0/norm/mean",
+        "model_state/blocks/0/norm/var",
+    } <= set(frozen)
     for key in frozen:
         np.testing.assert_array_equal(after[key], before[key], err_msg=key)
     assert not np.array_equal(after["params/blocks/1/conv/kernel"], before["params/blocks/1/conv/kernel"])
-    assert not np.array_equal(after["model_state/blocks/1/norm/mean"], before["model_state/blocks/1/norm/mean"])
+    assert not np.array_equal(
+        after["model_state/blocks/1/norm/mean"], before["model_state/blocks/1/norm/mean"]
+    )

@@ -36,7 +36,10 @@ def toy_data(num_examples: int, dim: int, noise: float, seed: int, batch_size: i
     y = (x @ w + noise * rng.normal(size=num_examples)).astype(np.float32)
     cut = [int(num_examples * 0.7), int(num_examples * 0.85)]
     parts = np.split(np.arange(num_examples), cut)
-    splits = {name: ArraySplit({"x": x[i], "y": y[i]}) for name, i in zip(("train", "val", "test"), parts)}
+    splits = {
+        name: ArraySplit({"x": x[i], "y": y[i]})
+        for name, i in zip(("train", "val", "test"), parts, strict=True)
+    }
     return Dataset("toy", (dim,), None, splits, identity_transform, batch_size, 64)
 
 
@@ -79,7 +82,9 @@ class ToyRegression(TaskBase):
             plt = images.pyplot()
             fig, ax = plt.subplots(figsize=(3, 3), dpi=50)
             ax.scatter(y, pred, s=4)
-            return Result({"r2": np.float32(r2), "count": np.float32(len(y))}, {"scatter": images.figure_array(fig)})
+            return Result(
+                {"r2": np.float32(r2), "count": np.float32(len(y))}, {"scatter": images.figure_array(fig)}
+            )
 
         return {
             "mse": Sums(sums, lambda s: {"mse": s["se"] / s["n"]}, ("mse",)),
@@ -151,7 +156,9 @@ def test_a_task_of_its_own_resumes_bit_identically(configs: Path, tmp_path: Path
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
-def test_an_early_stopping_metric_the_task_does_not_produce_is_one_line(configs: Path, tmp_path: Path) -> None:
+def test_an_early_stopping_metric_the_task_does_not_produce_is_one_line(
+    configs: Path, tmp_path: Path
+) -> None:
     run_dir = tmp_path / "run"
     proc = toy(configs, run_dir, "trainer.early_stopping.metric=val/accuracy", check=False)
     assert proc.returncode == 2
@@ -162,7 +169,7 @@ def test_an_early_stopping_metric_the_task_does_not_produce_is_one_line(configs:
     assert not run_dir.exists()  # found while building, before Hydra made the directory
 
 
-MY_NET = '''
+MY_NET = """
 from flax import nnx
 
 
@@ -175,7 +182,7 @@ class TinyNet(nnx.Module):
 
     def __call__(self, x):
         return self.head(nnx.relu(self.hidden(x.reshape(x.shape[0], -1))))
-'''
+"""
 
 
 def test_a_users_own_recipe_and_model_outside_the_project_train(tmp_path: Path) -> None:

@@ -54,4 +54,3 @@ class Dataset:
     eval_batch_size: int
     class_names: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
-

@@ -40,7 +40,9 @@ class Checkpointer:
         try:
             self.manager = self._open()
         except PermissionError as e:
-            raise UserError(f"cannot write checkpoints to {directory} ({e.strerror}): choose hydra.run.dir") from e
+            raise UserError(
+                f"cannot write checkpoints to {directory} ({e.strerror}): choose hydra.run.dir"
+            ) from e
 
     def _open(self) -> Any:
         return self._ocp.CheckpointManager(
@@ -60,7 +62,9 @@ class Checkpointer:
         latest = self.latest_step()
         if latest is None:
             return None
-        restored = self.manager.restore(latest, args=self._ocp.args.Composite(meta=self._ocp.args.JsonRestore()))
+        restored = self.manager.restore(
+            latest, args=self._ocp.args.Composite(meta=self._ocp.args.JsonRestore())
+        )
         return restored["meta"].get("best_step")
 
     def last_good_step(self) -> int | None:
@@ -179,7 +183,11 @@ class _WriteErrors:
             return False
         ckpt = self.ckpt
         good = [s for s in ckpt.steps() if (ckpt.directory / str(s)).is_dir() and s != self.step]
-        last = f"the last good checkpoint is step {good[-1]} in {ckpt.directory}" if good else "no checkpoint was kept"
+        last = (
+            f"the last good checkpoint is step {good[-1]} in {ckpt.directory}"
+            if good
+            else "no checkpoint was kept"
+        )
         text = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
         raise CheckpointError(
             f"could not write the checkpoint of step {self.step} to {ckpt.directory} ({text}); {last}: "
@@ -207,7 +215,9 @@ def saved_shapes(step_dir: Path) -> dict[str, tuple[tuple[int, ...], str]]:
     with ocp.StandardCheckpointer() as ckptr:
         md = ckptr.metadata((Path(step_dir) / "state").absolute())  # Orbax reads no arrays on a relative path
     tree = getattr(getattr(md, "item_metadata", md), "tree", getattr(md, "item_metadata", md))
-    return {param_path(p): (tuple(v.shape), str(v.dtype)) for p, v in jax.tree_util.tree_leaves_with_path(tree)}
+    return {
+        param_path(p): (tuple(v.shape), str(v.dtype)) for p, v in jax.tree_util.tree_leaves_with_path(tree)
+    }
 
 
 def shape_mismatches(step_dir: Path, abstract_state: Any) -> list[str]:
@@ -223,10 +233,13 @@ def shape_mismatches(step_dir: Path, abstract_state: Any) -> list[str]:
 
     saved = saved_shapes(step_dir)
     new = {param_path(p): stored(a) for p, a in jax.tree_util.tree_leaves_with_path(abstract_state)}
+
     def order(keys: set[str]) -> list[str]:  # model variables before optimizer statistics
         return sorted(keys, key=lambda k: (k.startswith("opt_state"), k))
 
-    out = [f"{k}: {saved[k][0]} -> {new[k][0]}" for k in order(saved.keys() & new.keys()) if saved[k] != new[k]]
+    out = [
+        f"{k}: {saved[k][0]} -> {new[k][0]}" for k in order(saved.keys() & new.keys()) if saved[k] != new[k]
+    ]
     out += [f"{k}: only in the checkpoint" for k in order(saved.keys() - new.keys())]
     out += [f"{k}: not in the checkpoint" for k in order(new.keys() - saved.keys())]
     return out

@@ -25,8 +25,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from research.errors import EXIT_USER_ERROR
-from research.errors import ConfigError
+from research.errors import EXIT_USER_ERROR, ConfigError
 
 # JAX's own timeout aborts the process with a C++ stack trace; ours fires this much earlier.
 _JAX_TIMEOUT_MARGIN_S = 10

@@ -81,12 +81,20 @@ class Run:
 
         self.init_rng = replicas.rngs(seed)
         self.example = self.feed.example()
-        abstract = jax.eval_shape(task.init, self.init_rng[0] if replicas.vmapped else self.init_rng, self.example)
+        abstract = jax.eval_shape(
+            task.init, self.init_rng[0] if replicas.vmapped else self.init_rng, self.example
+        )
         if replicas.vmapped:
-            abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct((replicas.count, *a.shape), a.dtype), abstract)
+            abstract = jax.tree.map(
+                lambda a: jax.ShapeDtypeStruct((replicas.count, *a.shape), a.dtype), abstract
+            )
         self.abstract = abstract
-        shardings = state_shardings(self.mesh, abstract, mesh_sizes.get("rules"), leading_axes=int(replicas.vmapped))
-        self.target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+        shardings = state_shardings(
+            self.mesh, abstract, mesh_sizes.get("rules"), leading_axes=int(replicas.vmapped)
+        )
+        self.target = jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+        )
         self.programs = Programs(
             task,
             self.feed.gather,
@@ -105,7 +113,9 @@ class Run:
         self.ckpt = None
         if cfg.checkpoint.get("enabled", True):
             ckpt = cfg.checkpoint
-            self.ckpt = Checkpointer(run_dir / "checkpoints", self.metric, self.mode, ckpt["keep_best"], ckpt["async_save"])
+            self.ckpt = Checkpointer(
+                run_dir / "checkpoints", self.metric, self.mode, ckpt["keep_best"], ckpt["async_save"]
+            )
 
     def call_len(self, step: int) -> int:
         """Steps in the call starting at ``step``: it ends on the next log/eval/save boundary."""
@@ -147,10 +157,27 @@ def fit(
     """
     start_wall = time.perf_counter()
     replicas = replicas or Replicas(num_seeds=int(cfg.num_seeds))
-    run = Run(task, dataset, cfg, seed, mesh_sizes, Path(run_dir), replicas, {**task.evaluators(), **(evaluators or {})})
+    run = Run(
+        task,
+        dataset,
+        cfg,
+        seed,
+        mesh_sizes,
+        Path(run_dir),
+        replicas,
+        {**task.evaluators(), **(evaluators or {})},
+    )
     state, meta, resumed = start_state(run, cfg)
-    best = BestTracker(run.metric, run.mode, cfg.early_stopping.get("patience"), cfg.early_stopping.get("min_delta", 0.0), meta)
-    writers: Writers = writers_factory(resume_step=meta.get("step") if resumed else None, wandb_id=meta.get("wandb_id"))
+    best = BestTracker(
+        run.metric,
+        run.mode,
+        cfg.early_stopping.get("patience"),
+        cfg.early_stopping.get("min_delta", 0.0),
+        meta,
+    )
+    writers: Writers = writers_factory(
+        resume_step=meta.get("step") if resumed else None, wandb_id=meta.get("wandb_id")
+    )
     loop = Loop(run, writers, best, config_dict, on_eval, int(meta.get("step", 0)))
     try:
         state = loop.train(state)
@@ -208,7 +235,9 @@ class Loop:
         t0 = time.perf_counter()
         state, metrics = run.programs.train(state, run.feed.data, xs)
         metrics = jax.device_get(metrics)  # the sync: at most one call in flight
-        self.train_s += time.perf_counter() - t0 - (run.programs.trace_s + run.programs.compile_s - compile_before)
+        self.train_s += (
+            time.perf_counter() - t0 - (run.programs.trace_s + run.programs.compile_s - compile_before)
+        )
         check_finite(metrics, run.task.finite, self.step, run.ckpt)
         self.step += n
         self.train_steps += n
@@ -220,7 +249,11 @@ class Loop:
         run, step = self.run, self.step
         at_end = step >= run.steps
         record = {}
-        if step // run.cfg.log_every > (step - n) // run.cfg.log_every or step % run.eval_every == 0 or at_end:
+        if (
+            step // run.cfg.log_every > (step - n) // run.cfg.log_every
+            or step % run.eval_every == 0
+            or at_end
+        ):
             record.update(self.window.means())
             record["train/steps_per_s"] = self.train_steps / max(self.train_s, 1e-9)
             self.last_record.update(record)

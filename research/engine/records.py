@@ -62,7 +62,11 @@ def check_finite(metrics: dict, names: tuple[str, ...], step: int, ckpt: Any) ->
         kept = ""
         if ckpt is not None:
             last = ckpt.last_good_step()
-            kept = f"; the last good checkpoint (step {last}) is kept" if last is not None else "; no checkpoint yet"
+            kept = (
+                f"; the last good checkpoint (step {last}) is kept"
+                if last is not None
+                else "; no checkpoint yet"
+            )
         raise NonFiniteLossError(
             f"{name} became {values[bad][0][0]} at step {at}{kept}: lower optimizer.learning_rate "
             "or set optimizer.clip_norm"

@@ -37,7 +37,9 @@ def checkpoint_step_dir(path: str | Path) -> Path:
     ckpts = path / "checkpoints" if (path / "checkpoints").is_dir() else path
     steps = sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit() and (p / "state").is_dir())
     if not steps:
-        raise ConfigError(f"trainer.init_from.path={str(path)!r} holds no checkpoint (a run dir, or a step dir)")
+        raise ConfigError(
+            f"trainer.init_from.path={str(path)!r} holds no checkpoint (a run dir, or a step dir)"
+        )
     best = _best_step(ckpts / str(steps[-1]) / "meta")
     return ckpts / str(best if best in steps else steps[-1])
 
@@ -123,7 +125,9 @@ def _check(report: dict, step_dir: Path, strict: bool) -> None:
     """
     if report["loaded"] and not report["absent"] and not (strict and report["mismatched"]):
         return
-    parts = report["mismatched"][:8] + ([f"not in it: {', '.join(report['absent'][:8])}"] if report["absent"] else [])
+    parts = report["mismatched"][:8] + (
+        [f"not in it: {', '.join(report['absent'][:8])}"] if report["absent"] else []
+    )
     raise ConfigError(
         f"trainer.init_from: the checkpoint {step_dir} does not fit this model ({'; '.join(parts)}); "
         "choose a compatible run, or exclude those paths with trainer.init_from.exclude=[...]"

@@ -123,7 +123,9 @@ def leave_preempted(run: Any, preempt: PreemptionFlag, writers: Any, step: int) 
     requeued = not preempt.interrupted and requeue_if_slurm()
     if preempt.interrupted:
         raise Interrupted(f"interrupted at step {step}; checkpoint saved{_resume_hint()}")
-    raise Preempted(f"preempted at step {step}; checkpoint saved" + ("; job requeued" if requeued else _resume_hint()))
+    raise Preempted(
+        f"preempted at step {step}; checkpoint saved" + ("; job requeued" if requeued else _resume_hint())
+    )
 
 
 def _resume_hint() -> str:

@@ -208,5 +208,7 @@ class Agent(TaskBase):
 
     def evaluators(self) -> dict[str, Evaluator]:
         """Greedy episodes in fresh envs, recorded as ``eval/return`` during training and at the end."""
-        greedy = Direct(lambda state: self.finalize(self.eval_step(state)), ("return",), Schedule(prefix="eval"))
+        greedy = Direct(
+            lambda state: self.finalize(self.eval_step(state)), ("return",), Schedule(prefix="eval")
+        )
         return {"greedy": greedy}
