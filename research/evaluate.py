@@ -124,16 +124,22 @@ def evaluate(run_dir: Path, checkpoint: str, split: str, overrides: list[str]) -
     return {"checkpoint_step": step, "split": split, **result}
 
 
+def saved_run(options: dict[str, str]) -> Path:
+    """The ``run=`` directory of a command that reuses a saved run (evaluate, export), checked."""
+    from research.config import register_resolvers
+
+    run_dir = Path(options["run"]).expanduser()
+    if not run_dir.is_dir():
+        raise ConfigError(f"no run directory {run_dir} (run=<the run directory of a training run>)")
+    register_resolvers()
+    return run_dir
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     with cli.report_errors():  # bad input, also inside a config's _target_, is one line
         options, overrides = parse(argv)
-        run_dir = Path(options["run"]).expanduser()
-        if not run_dir.is_dir():
-            raise ConfigError(f"no run directory {run_dir} (run=<the run directory of a training run>)")
-        from research.config import register_resolvers
-
-        register_resolvers()
+        run_dir = saved_run(options)
         out = evaluate(run_dir, options["checkpoint"], options["split"], overrides)
     (run_dir / "eval.json").write_text(json.dumps(out, indent=2) + "\n")
     cli.print_summary({k: v for k, v in out.items() if not isinstance(v, list)})

@@ -154,13 +154,9 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     with cli.report_errors():  # bad input, also inside a config's _target_, is one line
         options, overrides = parse(argv)
-        run_dir = Path(options["run"]).expanduser()
-        if not run_dir.is_dir():
-            raise ConfigError(f"no run directory {run_dir} (run=<the run directory of a training run>)")
-        from research.config import register_resolvers
+        from research.evaluate import saved_run
 
-        register_resolvers()
-        out = export(run_dir, options, overrides)
+        out = export(saved_run(options), options, overrides)
     print(f"wrote {out} (model.stablehlo, params.npz, meta.json, README.md)")
 
 
