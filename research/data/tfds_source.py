@@ -90,17 +90,10 @@ def load(
     features = builder.info.features
     input_shape = tuple(features[image_key].shape)
     names = list(features[label_key].names)
-    transform_classes = None
+    splits = restrict(splits, len(names), classes, labels_per_class, split_seed, batch_size)
+    transform_classes = None if classes is None else list(classes)
     if classes is not None:
-        splits, transform_classes = keep_classes(splits, list(classes), len(names)), list(classes)
         names = [names[c] for c in classes]
-    if labels_per_class is not None:
-        splits["train"] = keep_per_class(splits["train"], labels_per_class, split_seed)
-        if batch_size > splits["train"].num_examples:
-            raise ConfigError(
-                f"data.batch_size={batch_size} exceeds the {splits['train'].num_examples} training examples "
-                f"left by data.labels_per_class={labels_per_class}"
-            )
     mean, std = _normalization(normalize, splits["train"], pixel_max, channels=input_shape[-1])
     transform = make_transform(mean, std, pixel_max, Augment(**augment))
     return Dataset(
@@ -113,6 +106,27 @@ def load(
         eval_batch_size=eval_batch_size,
         class_names=names,
     )
+
+
+def restrict(
+    splits: dict[str, TFDSSplit],
+    num_classes: int,
+    classes: Sequence[int] | None,
+    labels_per_class: int | None,
+    seed: int,
+    batch_size: int,
+) -> dict[str, TFDSSplit]:
+    """The splits with only ``classes`` kept, and ``labels_per_class`` training examples of each."""
+    if classes is not None:
+        splits = keep_classes(splits, list(classes), num_classes)
+    if labels_per_class is not None:
+        splits = {**splits, "train": keep_per_class(splits["train"], labels_per_class, seed)}
+        if batch_size > splits["train"].num_examples:
+            raise ConfigError(
+                f"data.batch_size={batch_size} exceeds the {splits['train'].num_examples} training examples "
+                f"left by data.labels_per_class={labels_per_class}"
+            )
+    return splits
 
 
 def keep_classes(splits: dict[str, TFDSSplit], classes: list[int], num_classes: int) -> dict[str, TFDSSplit]:
