@@ -185,7 +185,9 @@ def check_rerun(cfg, run_dir: Path) -> dict | None:
     config = OmegaConf.to_container(cfg, resolve=False)
     config.pop("hydra", None)
     try:
-        changes = rerun.check(run_dir, config, abstract, total_steps(built.trainer, built.dataset))
+        changes = rerun.check(
+            run_dir, config, abstract, total_steps(built.trainer, built.dataset, built.folds)
+        )
     except rerun.Finished as done:
         print(f"{done}; to train again: trainer.resume=false hydra.run.dir=<new dir>")
         print_summary(done.summary)
@@ -238,7 +240,8 @@ def print_summary(summary: dict) -> None:
     keys = [
         k
         for k in summary
-        if k.startswith(("test/", "eval/", "val/")) and not k.endswith(("_per_seed", "confusion_matrix"))
+        if k.startswith(("test/", "eval/", "val/", "cv/"))
+        and not k.endswith(("_per_seed", "_per_fold", "confusion_matrix"))
     ]
     keys += [
         "train/return",

@@ -4,7 +4,9 @@ Reads what every run directory already holds (``.hydra/config.yaml``, ``summary.
 ``metrics.jsonl``), prints a Markdown table of the config values that differ between
 runs with their final metrics, and writes one PNG of learning curves per metric.
 Runs that differ only by ``seed`` form one row: mean +- sample std over the seeds (a
-run trained with ``trainer.num_seeds`` > 1 contributes each of its seeds).
+run trained with ``trainer.num_seeds`` > 1 contributes each of its seeds). Folds group
+like seeds: single-fold runs that differ only by ``trainer.cv_fold`` form one row, and a
+``trainer.cv_folds`` run contributes each of its folds.
 No network: W&B is the online counterpart (group = the sweep).
 """
 
@@ -26,9 +28,11 @@ from research.errors import UserError
 
 RUN_FILES = (".hydra/config.yaml", "summary.json", "metrics.jsonl")
 SEED_KEY = "seed"
-FINAL_PREFIXES = ("test/", "val/", "eval/")
+FOLD_KEY = "trainer.cv_fold"  # grouped like the seed: the folds of one cross-validation
+FINAL_PREFIXES = ("test/", "val/", "eval/", "cv/")
 EXTRA_FINAL = ("train/return",)
 PER_SEED_SUFFIX = "_per_seed"
+PER_FOLD_SUFFIX = "_per_fold"
 MISSING = "-"
 
 
@@ -44,10 +48,11 @@ class Run:
         return bool(self.summary)
 
     def final(self, metric: str) -> list[float]:
-        """The metric's final values, one per seed: summary.json, else the last logged value."""
-        per_seed = self.summary.get(metric + PER_SEED_SUFFIX)
-        if isinstance(per_seed, list) and per_seed and all(_is_number(v) for v in per_seed):
-            return [float(v) for v in per_seed]
+        """The metric's final values, one per seed or fold: summary.json, else the last logged value."""
+        for suffix in (PER_SEED_SUFFIX, PER_FOLD_SUFFIX):
+            values = self.summary.get(metric + suffix)
+            if isinstance(values, list) and values and all(_is_number(v) for v in values):
+                return [float(v) for v in values]
         if _is_number(self.summary.get(metric)):
             return [float(self.summary[metric])]
         for record in reversed(self.history):
@@ -58,7 +63,7 @@ class Run:
 
 @dataclass
 class Row:
-    """Runs that share every differing config value except the seed."""
+    """Runs that share every differing config value except the seed (and the CV fold)."""
 
     values: tuple[str, ...]
     runs: list[Run]
@@ -254,7 +259,7 @@ def compare(
 ) -> str:
     """The comparison table (returned) and, when ``out_dir`` is given, the curve PNGs in it."""
     runs = find_runs(paths)
-    keys = [k for k in differing_params(runs, ignore) if k != SEED_KEY]
+    keys = [k for k in differing_params(runs, ignore) if k not in (SEED_KEY, FOLD_KEY)]
     available = default_metrics(runs)
     chosen = list(metrics) if metrics else available
     unknown = [m for m in chosen if m not in available]

@@ -33,6 +33,8 @@ CHECKS: list[tuple[str, tuple, Any, str]] = [
     ("trainer.log_every", (int,), lambda v: v > 0, "a positive integer"),
     ("trainer.eval_every", (int, type(None)), lambda v: v is None or v > 0, "a positive integer or null"),
     ("trainer.num_seeds", (int,), lambda v: v > 0, "a positive integer"),
+    ("trainer.cv_folds", (int, type(None)), lambda v: v is None or v >= 2, "an integer >= 2 or null"),
+    ("trainer.cv_fold", (int, type(None)), lambda v: v is None or v >= 0, "a fold index >= 0 or null"),
     (
         "trainer.early_stopping.mode",
         (str, type(None)),

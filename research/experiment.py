@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from research import config as config_checks
 from research import precision
+from research.engine import cross_validation
 from research.engine.loop import TrainerConfig, total_steps
 from research.engine.replicas import Replicas
 from research.errors import ConfigError
@@ -38,9 +39,11 @@ class Built:
     dataset: Any
     trainer: TrainerConfig
     evaluators: dict[str, Any]
+    folds: cross_validation.FoldPlan | None = None  # trainer.cv_folds: which examples each fold uses
 
 
 _PREPARED: dict[str, Built] = {}
+REFIT_DIR = "refit"  # under the run directory: the run on the whole train split after the folds
 
 
 def _key(cfg: DictConfig) -> str:
@@ -57,10 +60,11 @@ def build(cfg: DictConfig) -> Built:
     data_cfg = cfg.get("data") or {}
     dataset = instantiate(data_cfg, _convert_="all") if "_target_" in data_cfg else None
     trainer = TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True))
-    task = _make_task(cfg, dataset, trainer)
+    folds = cross_validation.plan(trainer, dataset, cfg.seed)
+    task = _make_task(cfg, dataset, trainer, folds)
     evaluators = _extra_evaluators(cfg, task, dataset)
     _check_metric(cfg, task, evaluators)
-    return Built(task, dataset, trainer, evaluators)
+    return Built(task, dataset, trainer, evaluators, folds)
 
 
 def prepare(cfg: DictConfig) -> Built:
@@ -70,7 +74,7 @@ def prepare(cfg: DictConfig) -> Built:
     return built
 
 
-def _make_task(cfg: DictConfig, dataset: Any, trainer: TrainerConfig) -> Any:
+def _make_task(cfg: DictConfig, dataset: Any, trainer: TrainerConfig, folds: Any = None) -> Any:
     task_cfg = OmegaConf.to_container(cfg.task, resolve=True)
     models = task_cfg.pop("models", None)
     optimizers = task_cfg.pop("optimizers", None)
@@ -78,7 +82,7 @@ def _make_task(cfg: DictConfig, dataset: Any, trainer: TrainerConfig) -> Any:
     make_task = instantiate(task_cfg, _partial_=True, _convert_="all")
     policy = precision.Policy(**(OmegaConf.to_container(cfg.precision) if cfg.get("precision") else {}))
     replicas = replicas_of(cfg)
-    kwargs: dict[str, Any] = {"total_steps": total_steps(trainer, dataset), "dataset": dataset}
+    kwargs: dict[str, Any] = {"total_steps": total_steps(trainer, dataset, folds), "dataset": dataset}
     if cfg.get("model"):
         kwargs["model"] = policy.model_factory(instantiate(cfg.model, _partial_=True, _convert_="all"))
     if cfg.get("optimizer"):
@@ -130,25 +134,61 @@ def _check_metric(cfg: DictConfig, task: Any, evaluators: dict[str, Any]) -> Non
 
 
 def replicas_of(cfg: DictConfig) -> Replicas:
-    """Seeds and learning-rate grid trained together in one program (trainer.num_seeds, vmap_over)."""
+    """Seeds, learning-rate grid or CV folds trained together in one program (trainer.num_seeds,
+    vmap_over, cv_folds without cv_fold).
+    """
+    all_folds = cfg.trainer.get("cv_folds") and cfg.trainer.get("cv_fold") is None
     return Replicas(
         num_seeds=int(cfg.trainer.num_seeds),
         key=cfg.trainer.get("vmap_over"),
         values=tuple(cfg.trainer.get("vmap_values") or ()),
         base_value=(cfg.get("optimizer") or {}).get("learning_rate"),
+        folds=int(cfg.trainer.cv_folds) if all_folds else 1,
     )
 
 
 def run(cfg: DictConfig, run_dir: Path, wandb_group: str | None = None, on_eval: Any = None) -> dict:
-    """Train and evaluate one composed config in ``run_dir``; returns the summary."""
-    import jax
+    """Train and evaluate one composed config in ``run_dir``; returns the summary.
 
+    With ``trainer.cv_refit`` the cross-validation run is followed by a plain run on the
+    whole train split in ``<run_dir>/refit``, whose test metrics join the summary.
+    """
     from research.engine import distributed
-    from research.engine.loop import fit
-    from research.engine.writers import WandbWriter, Writers
 
     distributed.initialize(cfg.get("distributed"))  # before anything touches a device
     built = build(cfg)
+    summary = _fit(cfg, built, Path(run_dir), wandb_group, on_eval)
+    if not built.trainer.cv_refit:
+        return summary
+    refit_cfg = cfg.copy()
+    OmegaConf.update(refit_cfg, "trainer.cv_folds", None, merge=False)
+    OmegaConf.update(refit_cfg, "trainer.cv_refit", False, merge=False)
+    trainer = dataclasses.replace(built.trainer, cv_folds=None, cv_refit=False)
+    task = _make_task(refit_cfg, built.dataset, trainer)
+    refit = Built(task, built.dataset, trainer, _extra_evaluators(refit_cfg, task, built.dataset))
+    refit_summary = _fit(refit_cfg, refit, Path(run_dir) / REFIT_DIR, wandb_group, None)
+    summary = {
+        **summary,
+        **{k: v for k, v in refit_summary.items() if k.startswith("test/")},
+        "refit/steps": refit_summary["steps"],
+        "refit/best_step": refit_summary["best_step"],
+        "wall_s": summary["wall_s"] + refit_summary["wall_s"],
+    }
+    import jax
+
+    from research.engine.writers import write_summary
+
+    if jax.process_index() == 0:
+        write_summary(Path(run_dir), summary)
+    return summary
+
+
+def _fit(cfg: DictConfig, built: Built, run_dir: Path, wandb_group: str | None, on_eval: Any) -> dict:
+    import jax
+
+    from research.engine.loop import fit
+    from research.engine.writers import WandbWriter, Writers
+
     config_dict = OmegaConf.to_container(cfg, resolve=True)
     wandb_cfg = (cfg.get("logger") or {}).get("wandb")
     primary = jax.process_index() == 0
@@ -173,4 +213,5 @@ def run(cfg: DictConfig, run_dir: Path, wandb_group: str | None = None, on_eval:
         replicas=replicas_of(cfg),
         evaluators=built.evaluators,
         on_eval=on_eval,
+        folds=built.folds,
     )

@@ -74,7 +74,10 @@ def check(run_dir: Path, config: dict, abstract_state: Any, total_steps: int) ->
     summary_path = run_dir / "summary.json"
     if summary_path.exists():
         summary = json.loads(summary_path.read_text())
-        if summary.get("stopped_early") or int(summary.get("steps", 0)) >= total_steps:
+        done = summary.get("stopped_early") or int(summary.get("steps", 0)) >= total_steps
+        # Cross-validation with cv_refit: the folds may be done while the run on the whole split is not.
+        refit = (config.get("trainer") or {}).get("cv_refit")
+        if done and not (refit and not (run_dir / "refit" / "summary.json").exists()):
             raise Finished(run_dir, summary)
     return changes
 

@@ -54,3 +54,17 @@ def stacked(folds: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]
         "val": np.stack([pad(v, longest_val) for _, v in folds]),
         "val_weight": np.stack(weight),
     }
+
+
+# The field folds are stratified by, when a split has it as integer class labels.
+STRATIFY_KEY = "label"
+
+
+def stratify_labels(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """What ``stratified_folds`` deals by: the class labels, or one class (a plain shuffled k-fold)
+    for data without them (regression targets, unlabelled images).
+    """
+    labels = arrays.get(STRATIFY_KEY)
+    if labels is not None and labels.ndim == 1 and np.issubdtype(labels.dtype, np.integer):
+        return labels
+    return np.zeros(len(next(iter(arrays.values()))), np.int64)

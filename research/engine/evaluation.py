@@ -110,6 +110,10 @@ class Evaluation:
                 f"choose one of {', '.join(sorted(known))}"
             )
 
+    def recorded(self, metric: str) -> str:
+        """The name under which validation records ``metric`` (cross-validation renames it)."""
+        return metric
+
     def prepare(self, state: Any) -> None:
         """Start compiling every evaluator's program for each split it will read."""
         for e in self.evaluators.values():

@@ -6,7 +6,9 @@ Three feeds share one shape of step, ``scan(body, state, xs)`` with
 - ``MemoryFeed``: the split lives on device; ``xs`` are example indices
   (steps x batch), so a step costs no host work beyond a tiny index transfer per
   call. The order of every step derives from (seed, replica, epoch), so a resumed
-  run sees exactly the batches an uninterrupted one would.
+  run sees exactly the batches an uninterrupted one would. With cross-validation
+  folds each replica draws from its own subset (its fold's training indices), in the
+  order of seed index 0, as the single-fold run does.
 - ``StreamFeed``: batches come from a grain iterator on the host and are stacked
   per call; the iterator position is checkpointed.
 - ``NoFeed``: RL tasks make their own data; ``xs`` is a placeholder.
@@ -27,9 +29,14 @@ from research.errors import ConfigError
 class MemoryFeed:
     kind = "memory"
 
-    def __init__(self, split: Split, batch_size: int, seed: int, num_seeds: int, mesh: Any):
+    def __init__(
+        self, split: Split, batch_size: int, seed: int, num_seeds: int, mesh: Any, subsets: Any = None
+    ):
+        """``subsets``: (replicas, T) indices into the split, one row per replica (CV folds)."""
         arrays = split.arrays()
-        self.num_examples = split.num_examples
+        self.subsets = None if subsets is None else np.asarray(subsets, np.int32)
+        self.num_examples = split.num_examples if subsets is None else self.subsets.shape[1]
+        self.streams = num_seeds if subsets is None else len(self.subsets)
         self.batch_size = batch_size
         self.steps_per_epoch = self.num_examples // batch_size
         self.seed, self.num_seeds, self.mesh = seed, num_seeds, mesh
@@ -47,21 +54,27 @@ class MemoryFeed:
     def _perm(self, replica: int, epoch: int) -> np.ndarray:
         key = (replica, epoch)
         if key not in self._perms:
-            if len(self._perms) > 4 * self.num_seeds:
+            if len(self._perms) > 4 * self.streams:
                 self._perms.clear()
             rng = np.random.default_rng([self.seed, replica, epoch])
             self._perms[key] = rng.permutation(self.num_examples).astype(np.int32)
         return self._perms[key]
 
+    def order(self, replica: int, epoch: int) -> np.ndarray:
+        """The split indices replica ``replica`` trains on in ``epoch``, in order."""
+        if self.subsets is None:
+            return self._perm(replica, epoch)
+        return self.subsets[replica][self._perm(0, epoch)]
+
     def xs(self, step: int, n: int) -> jax.Array:
-        """Indices for steps [step, step + n): (n, B), or (n, seeds, B) with several seeds."""
+        """Indices for steps [step, step + n): (n, B), or (n, replicas, B) with several seeds or folds."""
         rows = []
         for s in range(step, step + n):
             epoch, pos = divmod(s, self.steps_per_epoch)
             sl = slice(pos * self.batch_size, (pos + 1) * self.batch_size)
-            rows.append([self._perm(r, epoch)[sl] for r in range(self.num_seeds)])
-        idx = np.stack([np.stack(r) for r in rows])  # (n, seeds, B)
-        if self.num_seeds == 1:
+            rows.append([self.order(r, epoch)[sl] for r in range(self.streams)])
+        idx = np.stack([np.stack(r) for r in rows])  # (n, replicas, B)
+        if self.streams == 1:
             idx = idx[:, 0]
         return jax.device_put(idx, batch_sharding(self.mesh, idx.shape, axis=idx.ndim - 1))
 
@@ -144,12 +157,15 @@ def eval_indices(num_examples: int, batch_size: int) -> tuple[np.ndarray, np.nda
     return idx.reshape(batches, batch_size), mask.reshape(batches, batch_size)
 
 
-def make_feed(dataset: Dataset | None, seed: int, num_seeds: int, mesh: Any):
+def make_feed(dataset: Dataset | None, seed: int, num_seeds: int, mesh: Any, subsets: Any = None):
+    """``subsets``: per-replica training indices (CV folds), which only an in-memory split can serve."""
     if dataset is None:
         return NoFeed(num_seeds)
     split = dataset.splits["train"]
     if split.in_memory:
-        return MemoryFeed(split, dataset.batch_size, seed, num_seeds, mesh)
+        return MemoryFeed(split, dataset.batch_size, seed, num_seeds, mesh, subsets)
+    if subsets is not None:
+        raise ConfigError("trainer.cv_folds needs the train split in memory (data.in_memory=true)")
     return StreamFeed(split, dataset.batch_size, seed, mesh)
 
 

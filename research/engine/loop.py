@@ -20,6 +20,7 @@ import numpy as np
 from research.data.base import Dataset
 from research.engine import feed as feeds
 from research.engine.checkpoint import Checkpointer
+from research.engine.cross_validation import FoldEvaluation, FoldPlan
 from research.engine.early_stopping import BestTracker
 from research.engine.evaluation import TEST, VAL, Evaluation
 from research.engine.preemption import PreemptionFlag
@@ -44,13 +45,14 @@ from research.tasks.base import Task
 __all__ = ["TrainerConfig", "fit", "total_steps"]
 
 
-def total_steps(cfg: TrainerConfig, dataset: Dataset | None) -> int:
-    """Train steps of the whole run: max_steps, or epochs over the train split."""
+def total_steps(cfg: TrainerConfig, dataset: Dataset | None, folds: FoldPlan | None = None) -> int:
+    """Train steps of the whole run: max_steps, or epochs over the train split (or a fold's part)."""
     if cfg.max_steps is not None:
         return int(cfg.max_steps)
     if dataset is None:
         raise ConfigError("trainer.max_steps must be set for tasks without a dataset")
-    return int(cfg.epochs) * (dataset.splits["train"].num_examples // dataset.batch_size)
+    examples = folds.num_train if folds else dataset.splits["train"].num_examples
+    return int(cfg.epochs) * (examples // dataset.batch_size)
 
 
 class Run:
@@ -66,12 +68,15 @@ class Run:
         run_dir: Path,
         replicas: Replicas,
         evaluators: dict[str, Evaluator],
+        folds: FoldPlan | None = None,
     ):
         enable_compile_cache(cfg.compile_cache)
         self.task, self.dataset, self.cfg, self.run_dir, self.replicas = task, dataset, cfg, run_dir, replicas
+        self.folds = folds
         self.mesh = make_mesh(mesh_sizes)
-        self.feed = feeds.make_feed(dataset, seed, replicas.num_seeds, self.mesh)
-        self.steps = total_steps(cfg, dataset)
+        subsets = folds.train if folds else None
+        self.feed = feeds.make_feed(dataset, seed, replicas.num_seeds, self.mesh, subsets)
+        self.steps = total_steps(cfg, dataset, folds)
         self.eval_every = cfg.eval_every or self.feed.steps_per_epoch or self.steps
         self.save_policy = SavePolicy(cfg.checkpoint, self.eval_every)
         self.per_call = _steps_per_call(cfg.steps_per_call, self.eval_every, *self.save_policy.intervals)
@@ -103,9 +108,13 @@ class Run:
             state_sharding=shardings,
             unoptimized=cfg.unoptimized,
         )
-        self.evaluation = Evaluation(evaluators, dataset, self.mesh, self.programs, replicas, self.eval_every)
+        evaluation = (evaluators, dataset, self.mesh, self.programs, replicas, self.eval_every)
+        if folds:
+            self.evaluation = FoldEvaluation(folds, abstract, mesh_sizes.get("rules"), *evaluation)
+        else:
+            self.evaluation = Evaluation(*evaluation)
         stop = cfg.early_stopping
-        self.metric = stop.get("metric") or task.metric
+        self.metric = self.evaluation.recorded(stop.get("metric") or task.metric)
         self.mode = stop.get("mode") or task.metric_mode
         self.evaluation.check_metric(self.metric)
         if not cfg.resume and jax.process_index() == 0:
@@ -148,12 +157,14 @@ def fit(
     replicas: Replicas | None = None,
     evaluators: dict[str, Evaluator] | None = None,
     on_eval: Any = None,
+    folds: FoldPlan | None = None,
 ) -> dict:
     """Train ``task`` to the end (or early stop), evaluate its best state on test, return the summary.
 
     ``replicas`` lays out several seeds and a learning-rate grid in one program (default:
     ``cfg.num_seeds`` seeds); ``evaluators`` are added to the task's own; ``on_eval(step,
-    record)`` sees every validation record (a sweeper's pruning hook: it may raise TrialPruned).
+    record)`` sees every validation record (a sweeper's pruning hook: it may raise TrialPruned);
+    ``folds`` makes it a cross-validation run (``cross_validation.py``).
     """
     start_wall = time.perf_counter()
     replicas = replicas or Replicas(num_seeds=int(cfg.num_seeds))
@@ -166,6 +177,7 @@ def fit(
         Path(run_dir),
         replicas,
         {**task.evaluators(), **(evaluators or {})},
+        folds,
     )
     state, meta, resumed = start_state(run, cfg)
     best = BestTracker(
@@ -317,7 +329,9 @@ class Loop:
 
     def finish(self, state: Any, start_wall: float) -> dict:
         run = self.run
-        final = self.final_state(state)  # the last save may still be writing: it overlaps the test pass
+        # Folds report their last states (cross_validation.py); the last save may still be
+        # writing: it overlaps the test pass.
+        final = state if run.folds else self.final_state(state)
         test = run.evaluation.run(final, self.step, run.evaluation.final_names(), TEST)
         if run.ckpt:  # written while the plots are drawn
             self.save_best(self.step)
@@ -332,6 +346,7 @@ class Loop:
             "num_seeds": run.replicas.num_seeds,
             "num_params": run.num_params(),
             **run.replicas.summary(),
+            **(run.folds.summary() if run.folds else {}),
             **{k: v for k, v in self.last_record.items() if k.startswith("train/")},
             **self.best.metrics,
             **test.scalars,

@@ -1,4 +1,4 @@
-"""Several runs as one program: independent seeds, and a grid of learning rates.
+"""Several runs as one program: independent seeds, a grid of learning rates, or CV folds.
 
 A run of R = len(values) * num_seeds replicas vmaps init, train and eval over a
 leading replica axis; replica ``r`` takes value ``r // num_seeds`` and seed index
@@ -11,6 +11,10 @@ The learning rate is gridded by scaling each replica's updates by
 rate (and schedule) as the last factor of its update, so this runs the whole
 schedule at the replica's peak learning rate. The factor sits in the optimizer
 state, so it is checkpointed with it.
+
+Cross-validation folds (``trainer.cv_folds``) are replicas too: replica ``r`` trains on
+fold ``r``'s training examples and starts from the same init as the others, so it is
+the single-fold run ``trainer.cv_fold=r``. Folds do not combine with seeds or a grid.
 """
 
 from __future__ import annotations
@@ -55,8 +59,14 @@ class Replicas:
     key: str | None = None
     values: tuple[float, ...] = ()
     base_value: float | None = None  # the configured value the optimizer was built with
+    folds: int = 1  # cross-validation folds trained side by side
 
     def __post_init__(self) -> None:
+        if self.folds > 1 and (self.num_seeds > 1 or self.key is not None):
+            raise ConfigError(
+                "trainer.cv_folds trains the folds as the replicas of one program: it does not "
+                "combine with trainer.num_seeds > 1 or trainer.vmap_over (use a multirun over seed)"
+            )
         if self.key is not None and self.key not in GRIDDABLE:
             raise ConfigError(f"trainer.vmap_over={self.key!r}: one program can grid {', '.join(GRIDDABLE)}")
         if self.key is not None and not self.values:
@@ -70,7 +80,12 @@ class Replicas:
 
     @property
     def count(self) -> int:
-        return max(len(self.values), 1) * self.num_seeds
+        return max(len(self.values), 1) * self.num_seeds * self.folds
+
+    @property
+    def data_streams(self) -> int:
+        """How many replicas read their own batches (seeds and folds; grid values share them)."""
+        return self.num_seeds * self.folds
 
     @property
     def vmapped(self) -> bool:
@@ -111,6 +126,8 @@ class Replicas:
 
     def summary(self) -> dict[str, list]:
         """Which replica is which, next to the per-replica metric lists of the summary."""
+        if self.folds > 1:
+            return {"replicas/cv_fold": list(range(self.folds))}
         if self.key is None:
             return {}
         return {

@@ -42,6 +42,9 @@ class TrainerConfig:
     num_seeds: int = 1
     vmap_over: str | None = None
     vmap_values: list = dataclasses.field(default_factory=list)
+    cv_folds: int | None = None
+    cv_fold: int | None = None
+    cv_refit: bool = False
     compile_cache: str | None = None
     profile: bool = False
     profile_steps: list = dataclasses.field(default_factory=lambda: [16, 48])

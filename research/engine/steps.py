@@ -63,9 +63,9 @@ class Programs:
         self.compile_s = 0.0
         self._cache: dict[Any, Any] = {}
         vmapped = replicas.vmapped
-        # One batch per seed (repeated for each grid value), or one batch shared by all replicas.
-        x_axis = 0 if per_seed_data and replicas.num_seeds > 1 else None
-        copies = replicas.count // replicas.num_seeds
+        # One batch per seed or fold (repeated for each grid value), or one shared by all replicas.
+        x_axis = 0 if per_seed_data and replicas.data_streams > 1 else None
+        copies = replicas.count // replicas.data_streams
 
         def train_one(state, data, x):
             return task.train_step(state, gather(data, x))
@@ -80,7 +80,15 @@ class Programs:
         def chunk(state, data, xs):
             return jax.lax.scan(lambda s, x: step(s, data, x), state, xs)
 
-        init_one = jax.vmap(task.init, in_axes=(0, None)) if vmapped else task.init
+        if vmapped and replicas.num_seeds == 1:  # one init key for every replica: init once, copy it
+            count = replicas.count
+
+            def init_one(rng, example):
+                state = task.init(rng[0], example)
+                return jax.tree.map(lambda a: jnp.broadcast_to(a, (count, *a.shape)), state)
+
+        else:
+            init_one = jax.vmap(task.init, in_axes=(0, None)) if vmapped else task.init
 
         def init(rng, example):
             return replicas.set_scales(init_one(rng, example))

@@ -39,6 +39,13 @@ def save_png(path: Path, image: np.ndarray) -> None:
     Image.fromarray(image).save(path)
 
 
+def write_summary(run_dir: Path, summary: dict) -> None:
+    """``summary.json``: what ``research.compare`` and a rerun read of a finished run."""
+    (Path(run_dir) / "summary.json").write_text(
+        json.dumps({k: _plain(v) for k, v in summary.items()}, indent=2) + "\n"
+    )
+
+
 class JsonlWriter:
     def __init__(self, path: Path, resume_step: int | None):
         self.path = Path(path)
@@ -154,9 +161,7 @@ class Writers:
     def summary(self, summary: dict, images: dict[str, Path]) -> None:
         if not self.active:
             return
-        (self.run_dir / "summary.json").write_text(
-            json.dumps({k: _plain(v) for k, v in summary.items()}, indent=2) + "\n"
-        )
+        write_summary(self.run_dir, summary)
         if self.wandb:
             self.wandb.summary(summary, images)
 
