@@ -13,7 +13,7 @@ from typing import Any
 
 import jax
 
-from research.engine.checkpoint import shape_mismatches
+from research.engine.checkpoint import STATE, shape_mismatches
 from research.errors import ConfigError
 
 IGNORED = ("hydra",)  # keys whose differences never matter for a rerun
@@ -31,7 +31,7 @@ def checkpoint_steps(run_dir: Path) -> list[int]:
     ckpts = run_dir / "checkpoints"
     if not ckpts.is_dir():
         return []
-    return sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit() and (p / "state").is_dir())
+    return sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit() and (p / STATE).is_dir())
 
 
 def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -89,7 +89,7 @@ def _mismatches(run_dir: Path, steps: list[int], abstract: Any) -> list[str]:
     first = None
     for step in reversed(steps):
         try:
-            mismatched = shape_mismatches(run_dir / "checkpoints" / str(step), abstract)
+            mismatched = shape_mismatches(run_dir / "checkpoints" / str(step) / STATE, abstract)
         except (ValueError, OSError, RuntimeError, KeyError):
             continue
         if not mismatched:

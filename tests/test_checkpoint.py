@@ -38,3 +38,26 @@ def test_ties_keep_the_newest_and_min_mode(tmp_path: Path) -> None:
     ckpt.save(5, {"x": jnp.ones(1)}, {"step": 5})  # a preemption save: no metrics
     assert ckpt.manager.all_steps() == [3, 5]
     ckpt.close()
+
+
+def test_a_best_state_saved_inside_a_later_step_is_a_step_like_any_other(tmp_path: Path) -> None:
+    ckpt = _ckpt(tmp_path)
+    ckpt.save(2, {"x": jnp.ones(3) * 2}, {"step": 2, "best_step": 1}, metrics={"val/accuracy": 0.5},
+              best=(1, {"x": jnp.ones(3)}, {"val/accuracy": 0.9}))  # fmt: skip
+    ckpt.close()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.isdigit()) == ["2"]  # one save, one directory
+
+    again = _ckpt(tmp_path)  # a fresh process reads where the best is from the metadata
+    assert again.steps() == [1, 2] and again.latest_step() == 2 and again.best_step_saved() == 1
+    assert again.state_dir(1) == tmp_path.absolute() / "2" / "best"
+    best, _ = again.restore(1, {"x": jnp.zeros(3)})
+    last, _ = again.restore(2, {"x": jnp.zeros(3)})
+    np.testing.assert_array_equal(best["x"], np.ones(3))
+    np.testing.assert_array_equal(last["x"], np.ones(3) * 2)
+    # Step 2's directory holds the best of the run: it is kept while step 1 is among the best k.
+    again.save(3, {"x": jnp.ones(3) * 3}, {"step": 3}, metrics={"val/accuracy": 0.4})
+    assert again.manager.all_steps() == [2, 3] and again.steps() == [1, 2, 3]
+    # A better step 4 pushes step 1 out of the best k (1): its home goes with it.
+    again.save(4, {"x": jnp.ones(3) * 4}, {"step": 4}, metrics={"val/accuracy": 0.95})
+    assert again.manager.all_steps() == [4] and again.steps() == [4]
+    again.close()

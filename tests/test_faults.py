@@ -131,7 +131,7 @@ def test_a_disk_that_fills_during_a_save_is_one_line_and_the_previous_checkpoint
             line,
         ).groups()
         assert int(good) < int(failed) and f"in {run_dir / 'checkpoints'}:" in line
-        assert read_arrays(run_dir / "checkpoints" / good)["params/head/kernel"].shape == (256, 10)
+        assert read_arrays(run_dir / "checkpoints" / good / "state")["params/head/kernel"].shape == (256, 10)
     finally:
         subprocess.run(["umount", str(mount)], check=False)
 

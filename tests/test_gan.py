@@ -13,7 +13,8 @@ import optax
 import pytest
 
 from research.engine.reuse import read_arrays
-from research.models.gan import discriminator, generator
+from research.errors import ConfigError
+from research.models.gan import DenseDiscriminator, dense_generator, discriminator, generator
 from research.tasks.gan import GANTask, d_losses, g_losses
 from tests.conftest import TINY, run_train
 from tests.test_autoencoder import image_data
@@ -58,7 +59,27 @@ def test_one_step_updates_both_players_with_their_own_optimizers(conditional: bo
     assert float(samples.min()) >= 0.0 and float(samples.max()) <= 1.0
 
 
-SMALL = ("task.models.generator.channels=[8]", "task.models.discriminator.channels=[8]", "data.batch_size=16",
+def test_dense_players_read_the_class_once_and_train_in_the_task() -> None:
+    """The MLP discriminator sees the pixels and one one-hot, not H*W copies of it."""
+    from flax import nnx
+
+    d = DenseDiscriminator((8, 8, 1 + 2), [6], image_channels=1, rngs=nnx.Rngs(0))
+    assert d.body.layers[0].in_features == 8 * 8 + 2
+    models = {"generator": functools.partial(dense_generator, hidden_sizes=[6]),
+              "discriminator": functools.partial(DenseDiscriminator, hidden_sizes=[6], image_channels=1)}  # fmt: skip
+    optimizers = {"generator": lambda n: optax.adam(1e-3), "discriminator": lambda n: optax.adam(1e-3)}
+    task = GANTask(models, optimizers, 10, image_data(), noise_dim=5, conditional=True, grid_rows=2)
+    state = task.init(jax.random.PRNGKey(0), None)
+    images = jnp.asarray(image_data().splits["train"].arrays()["image"][:4])
+    by_class = [task.discriminate(state["discriminator"], images, jnp.full(4, c)) for c in (0, 1)]
+    assert not np.allclose(by_class[0], by_class[1])  # the class reaches the logit
+    drawn = task.sample_classes(state, jnp.array([0, 1, 1]), jax.random.PRNGKey(1))
+    assert drawn.shape == (3, 8, 8, 1) and float(drawn.min()) >= 0.0 and float(drawn.max()) <= 1.0
+    with pytest.raises(ConfigError, match="image_channels"):
+        DenseDiscriminator((8, 8, 3), [6], image_channels=4, rngs=nnx.Rngs(0))
+
+
+SMALL = ("task.models.generator.hidden_sizes=[8]", "task.models.discriminator.hidden_sizes=[8]", "data.batch_size=16",
          "trainer.steps_per_call=4", "trainer.eval_every=4", "trainer.checkpoint.every=4", *TINY)  # fmt: skip
 
 
@@ -71,7 +92,7 @@ def test_a_gan_stopped_and_continued_ends_bit_identical(tmp_path: Path) -> None:
     gan("trainer.max_steps=4", f"hydra.run.dir={resumed}")
     proc = gan("trainer.max_steps=8", f"hydra.run.dir={resumed}")
     assert "resuming from step 4" in proc.stdout
-    a, b = read_arrays(straight / "checkpoints" / "8"), read_arrays(resumed / "checkpoints" / "8")
+    a, b = read_arrays(straight / "checkpoints" / "8" / "state"), read_arrays(resumed / "checkpoints" / "8" / "state")
     assert a.keys() == b.keys() and any(k.startswith("d_opt_state") for k in a)
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from research.engine.reuse import read_arrays
+from research.engine.reuse import checkpoint_state_dir, read_arrays
 from tests.checkpoints import latest_checkpoint
 from tests.conftest import ROOT, TINY, run_train
 
@@ -69,9 +69,7 @@ def test_init_from_loads_the_body_and_reinitialises_a_head_of_another_size(
     proc = run_train(
         *CNN, "data.classes=[0,1,2,3,4]", f"trainer.init_from.path={cnn_run}", f"hydra.run.dir={run_dir}"
     )
-    source = read_arrays(
-        cnn_run / "checkpoints" / str(json.loads((cnn_run / "summary.json").read_text())["best_step"])
-    )
+    source = read_arrays(checkpoint_state_dir(cnn_run))  # the best state, wherever it is saved
     assert (
         "mismatched (re-initialised) 2: params/head/bias (10,) -> (5,), params/head/kernel (64, 10) -> (64, 5)"
         in proc.stdout
@@ -90,7 +88,7 @@ def test_init_from_loads_the_body_and_reinitialises_a_head_of_another_size(
         f"hydra.run.dir={frozen_dir}",
         "trainer.max_steps=1",
     )
-    after = read_arrays(frozen_dir / "checkpoints" / "1")
+    after = read_arrays(frozen_dir / "checkpoints" / "1" / "state")
     np.testing.assert_allclose(
         after["params/blocks/0/conv/kernel"], source["params/blocks/0/conv/kernel"], atol=1e-12
     )
@@ -121,9 +119,8 @@ def test_freeze_keeps_frozen_parameters_and_their_batch_norm_statistics_bit_iden
     run_train(
         *CNN, f"trainer.init_from.path={cnn_run}", "optimizer.freeze=[blocks/0]", f"hydra.run.dir={run_dir}"
     )
-    best = json.loads((cnn_run / "summary.json").read_text())["best_step"]
-    before = read_arrays(cnn_run / "checkpoints" / str(best))
-    after = read_arrays(run_dir / "checkpoints" / str(latest_checkpoint(run_dir)))
+    before = read_arrays(checkpoint_state_dir(cnn_run))
+    after = read_arrays(run_dir / "checkpoints" / str(latest_checkpoint(run_dir)) / "state")
     frozen = [k for k in before if "/blocks/0/" in k and k.startswith(("params/", "model_state/"))]
     assert {
         "params/blocks/0/conv/kernel",

@@ -149,8 +149,8 @@ def test_a_task_of_its_own_resumes_bit_identically(configs: Path, tmp_path: Path
     proc = toy(configs, resumed)
     assert "continuing" in proc.stdout and "trainer.max_steps: 40 -> 80" in proc.stdout
     assert f"resuming from step 40 ({resumed / 'checkpoints' / '40'})" in proc.stdout
-    a = read_arrays(straight / "checkpoints" / "80")
-    b = read_arrays(resumed / "checkpoints" / "80")
+    a = read_arrays(straight / "checkpoints" / "80" / "state")
+    b = read_arrays(resumed / "checkpoints" / "80" / "state")
     assert a.keys() == b.keys()
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)

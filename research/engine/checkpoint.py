@@ -6,6 +6,12 @@ of a policy only in memory, so after a restart it would delete the best checkpoi
 Each checkpoint's metadata carries the scores of every kept checkpoint instead.
 Saves are asynchronous: the training thread only blocks while arrays are copied out.
 
+A save can carry an earlier best state as its item ``best`` (the end of a run writes the
+last and the best state as one save: every Orbax save costs ~0.1 s however small, which a
+short run notices). That best step has no directory of its own; its ``home`` is the step
+that holds it, recorded in the metadata, and ``steps``/``restore``/``state_dir`` treat
+it like any other step.
+
 Faults end in one line and lose nothing: a checkpoint that cannot be read is moved
 aside to ``checkpoints_unreadable/`` and the next newest is used; a save that fails
 (a full disk) names the path and the last checkpoint that is intact.
@@ -21,6 +27,7 @@ from typing import Any
 from research.errors import CheckpointError, UserError
 
 UNREADABLE_DIR = "checkpoints_unreadable"
+STATE, BEST = "state", "best"  # the items holding a step's own state, and a best state saved with it
 SPACE_MARGIN = 1.25  # a checkpoint's size on disk over its arrays' bytes (metadata, OCDBT overhead)
 SPACE_SLACK = 1 << 20  # bytes kept free beyond that, for the metadata and the JSONL record
 
@@ -43,29 +50,46 @@ class Checkpointer:
             raise UserError(
                 f"cannot write checkpoints to {directory} ({e.strerror}): choose hydra.run.dir"
             ) from e
+        self.homes: dict[int, int] = self._saved_homes()  # best step -> the step holding it as BEST
 
     def _open(self) -> Any:
         return self._ocp.CheckpointManager(
-            self.directory, options=self._options, item_names=("state", "meta", "data")
+            self.directory, options=self._options, item_names=(STATE, "meta", "data", BEST)
         )
 
     def steps(self) -> list[int]:
-        return sorted(self.manager.all_steps())
+        """Every restorable step: those with a directory, and best states saved inside another."""
+        own = set(self.manager.all_steps())
+        return sorted(own | {b for b, home in self.homes.items() if home in own})
+
+    def state_dir(self, step: int) -> Path:
+        """Where the arrays of ``step``'s state are: ``<step>/state``, or ``<home>/best``."""
+        if step in self.homes and not (self.directory / str(step)).is_dir():
+            return self.directory / str(self.homes[step]) / BEST
+        return self.directory / str(step) / STATE
 
     def latest_step(self) -> int | None:
         """The highest saved step (Orbax's own latest is the one saved last, which may be a best)."""
-        steps = self.steps()
+        steps = sorted(self.manager.all_steps())
         return steps[-1] if steps else None
+
+    def _saved_homes(self) -> dict[int, int]:
+        """The best states held inside other steps, by the latest checkpoint's metadata."""
+        latest = self.latest_step()
+        try:
+            return {} if latest is None else _homes(self._read_meta(latest))
+        except (ValueError, OSError, RuntimeError, KeyError):  # unreadable: restore_latest reports it
+            return {}
+
+    def _read_meta(self, step: int) -> dict:
+        return self.manager.restore(step, args=self._ocp.args.Composite(meta=self._ocp.args.JsonRestore()))["meta"]
 
     def best_step_saved(self) -> int | None:
         """The best step by the metadata of the latest checkpoint (None if it names none)."""
         latest = self.latest_step()
         if latest is None:
             return None
-        restored = self.manager.restore(
-            latest, args=self._ocp.args.Composite(meta=self._ocp.args.JsonRestore())
-        )
-        return restored["meta"].get("best_step")
+        return self._read_meta(latest).get("best_step")
 
     def last_good_step(self) -> int | None:
         """The newest checkpoint whose save has finished (or failed) by now."""
@@ -75,24 +99,46 @@ class Checkpointer:
             pass
         return self.latest_step()
 
-    def save(self, step: int, state: Any, meta: dict, data_iterator: Any = None, metrics: dict | None = None):
-        """Queue a save of ``state`` (device arrays), ``meta`` (JSON) and the grain iterator if any."""
+    def save(
+        self,
+        step: int,
+        state: Any,
+        meta: dict,
+        data_iterator: Any = None,
+        metrics: dict | None = None,
+        best: tuple[int, Any, dict] | None = None,
+    ) -> None:
+        """Queue a save of ``state`` (device arrays), ``meta`` (JSON) and the grain iterator if any;
+        ``best`` = (step, state, metrics) of an earlier best state to store with it, as its item BEST.
+        """
         ocp = self._ocp
-        if metrics is not None and self.metric in metrics:
-            self.scores[step] = float(metrics[self.metric])
+        scored = [(step, metrics)] + ([(best[0], best[2])] if best is not None else [])
+        for scored_step, scored_metrics in scored:
+            if scored_metrics is not None and self.metric in scored_metrics:
+                self.scores[scored_step] = float(scored_metrics[self.metric])
+        if best is not None:
+            self.homes[best[0]] = step
         keep = self._keep(latest=max([step, *self._written]))
         self.scores = {s: v for s, v in self.scores.items() if s in keep}
-        meta = {**meta, "scores": {str(k): v for k, v in self.scores.items()}}
-        items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
+        self.homes = {s: h for s, h in self.homes.items() if s in keep}
+        dirs = {self.homes.get(s, s) for s in keep}
+        meta = {
+            **meta,
+            "scores": {str(k): v for k, v in self.scores.items()},
+            "homes": {str(k): v for k, v in self.homes.items()},
+        }
+        items = {STATE: ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
+        if best is not None:
+            items[BEST] = ocp.args.StandardSave(best[1])
         if data_iterator is not None:
             import grain
 
             items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
         with self._write_errors(step):
-            self._check_space(state)
+            self._check_space(state if best is None else (state, best[1]))
             self.manager.save(step, args=ocp.args.Composite(**items), force=True)
             for old in self.manager.all_steps():
-                if old not in keep and old != step:
+                if old not in dirs and old != step:
                     self.manager.delete(old)
         self._written.append(step)
 
@@ -113,17 +159,22 @@ class Checkpointer:
         return {latest, *ranked[: self.keep_best]}
 
     def restore(self, step: int, abstract_state: Any, data_iterator: Any = None) -> tuple[Any, dict]:
-        """State restored into the shapes, dtypes and shardings of ``abstract_state``, plus the metadata."""
+        """State restored into the shapes, dtypes and shardings of ``abstract_state``, plus the metadata
+        (that of the step holding it, for a best state saved inside another step).
+        """
         ocp = self._ocp
-        items = {"state": ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}
+        item = self.state_dir(step).name
+        home = int(self.state_dir(step).parent.name)
+        items = {item: ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}
         if data_iterator is not None:
             import grain
 
             items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
-        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+        restored = self.manager.restore(home, args=ocp.args.Composite(**items))
         meta = restored["meta"]
         self.scores = {int(k): v for k, v in meta.get("scores", {}).items()}
-        return restored["state"], meta
+        self.homes = _homes(meta)
+        return restored[item], meta
 
     def restore_latest(self, abstract_state: Any, data_iterator: Any = None) -> tuple[Any, dict, Path] | None:
         """The newest checkpoint that reads; unreadable ones are reported and moved aside."""
@@ -195,6 +246,10 @@ class _WriteErrors:
         ) from None
 
 
+def _homes(meta: dict) -> dict[int, int]:
+    return {int(k): int(v) for k, v in meta.get("homes", {}).items()}
+
+
 def writable_or_raise(directory: Path) -> None:
     """Fail early, with one line, when the run directory cannot be written."""
     directory = Path(directory)
@@ -205,22 +260,24 @@ def writable_or_raise(directory: Path) -> None:
         raise UserError(f"run directory {directory} is not writable: choose another with hydra.run.dir=...")
 
 
-def saved_shapes(step_dir: Path) -> dict[str, tuple[tuple[int, ...], str]]:
-    """Path -> (shape, dtype) of every array of a checkpoint's state, read from its metadata only."""
+def saved_shapes(state_dir: Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Path -> (shape, dtype) of every array of a saved state (``Checkpointer.state_dir``), read
+    from its metadata only.
+    """
     import jax
     import orbax.checkpoint as ocp
 
     from research.optim import param_path
 
     with ocp.StandardCheckpointer() as ckptr:
-        md = ckptr.metadata((Path(step_dir) / "state").absolute())  # Orbax reads no arrays on a relative path
+        md = ckptr.metadata(Path(state_dir).absolute())  # Orbax reads no arrays on a relative path
     tree = getattr(getattr(md, "item_metadata", md), "tree", getattr(md, "item_metadata", md))
     return {
         param_path(p): (tuple(v.shape), str(v.dtype)) for p, v in jax.tree_util.tree_leaves_with_path(tree)
     }
 
 
-def shape_mismatches(step_dir: Path, abstract_state: Any) -> list[str]:
+def shape_mismatches(state_dir: Path, abstract_state: Any) -> list[str]:
     """What differs between a checkpoint's arrays and ``abstract_state``: ``path: saved -> new``."""
     import jax
 
@@ -231,7 +288,7 @@ def shape_mismatches(step_dir: Path, abstract_state: Any) -> list[str]:
             a = jax.eval_shape(jax.random.key_data, a)
         return tuple(a.shape), str(a.dtype)
 
-    saved = saved_shapes(step_dir)
+    saved = saved_shapes(state_dir)
     new = {param_path(p): stored(a) for p, a in jax.tree_util.tree_leaves_with_path(abstract_state)}
 
     def order(keys: set[str]) -> list[str]:  # model variables before optimizer statistics

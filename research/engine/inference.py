@@ -16,11 +16,11 @@ from research.errors import ConfigError
 
 def restore(run: Run, step: int) -> Any:
     """The state of checkpoint ``step`` in this run's layout, or one line saying what does not fit."""
-    step_dir = run.ckpt.directory / str(step)
-    mismatched = shape_mismatches(step_dir, run.abstract)
+    state_dir = run.ckpt.state_dir(step)
+    mismatched = shape_mismatches(state_dir, run.abstract)
     if mismatched:
         raise ConfigError(
-            f"the checkpoint {step_dir} does not fit this data and model ({'; '.join(mismatched[:4])}): "
+            f"the checkpoint {state_dir} does not fit this data and model ({'; '.join(mismatched[:4])}): "
             "the data must have the run's input shape and number of classes (check data=...)"
         )
     state, _ = run.ckpt.restore(step, run.target)

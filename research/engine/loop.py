@@ -287,8 +287,6 @@ class Loop:
             self.on_eval(step, evaluated)
         finishing = (at_end or self.stopped_early) and not self.preempt.set
         if run.ckpt and run.save_policy.due(step, finishing or self.preempt.set):
-            if not finishing:  # at the end the best is written after the test pass (``finish``)
-                self.save_best(step)
             self.save(state, step, evaluated)
         return state
 
@@ -297,17 +295,14 @@ class Loop:
         return {"wandb_id": wid, "config": self.config, **self.best.meta(), "step": step}
 
     def save(self, state: Any, step: int, evaluated: dict | None) -> None:
-        """The current state, with the data iterator: what a resume starts from."""
-        self.run.ckpt.save(step, state, self._meta(step), self.run.feed.iterator, evaluated)
+        """The current state, with the data iterator (what a resume starts from), and in the same
+        save the best state kept on device since its evaluation, if it is not saved yet.
+        """
+        best = None
+        if not self.best_saved and self.best_state is not None and self.best.step != step:
+            best = (self.best.step, self.best_state, self.best.metrics)
+        self.run.ckpt.save(step, state, self._meta(step), self.run.feed.iterator, evaluated, best)
         self.run.save_policy.saved()
-        if self.best.step == step:
-            self.best_saved = True
-
-    def save_best(self, step: int) -> None:
-        """The best state, kept on device since its evaluation, if it is not saved yet."""
-        if not self.best_saved and self.best.step != step and self.best_state is not None:
-            best = self.best.step
-            self.run.ckpt.save(best, self.best_state, self._meta(best), None, self.best.metrics)
         self.best_saved = True
 
     def close_checkpoints(self) -> None:
@@ -329,12 +324,10 @@ class Loop:
 
     def finish(self, state: Any, start_wall: float) -> dict:
         run = self.run
-        # Folds report their last states (cross_validation.py); the last save may still be
-        # writing: it overlaps the test pass.
+        # Folds report their last states (cross_validation.py); the last save (the final and the
+        # best state) may still be writing: it overlaps the test pass and the plots.
         final = state if run.folds else self.final_state(state)
         test = run.evaluation.run(final, self.step, run.evaluation.final_names(), TEST)
-        if run.ckpt:  # written while the plots are drawn
-            self.save_best(self.step)
         summary = {
             "steps": self.step,
             "best_step": self.best.step if self.best.step is not None else self.step,

@@ -21,44 +21,51 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from research.engine.checkpoint import BEST, STATE
 from research.errors import ConfigError
 from research.optim import param_path
 
 
-def checkpoint_step_dir(path: str | Path) -> Path:
-    """The step directory ``path`` means: itself, or the best (else latest) step of a run or
-    its ``checkpoints/`` folder.
+def checkpoint_state_dir(path: str | Path) -> Path:
+    """The saved state ``path`` means: a step directory's own state, or the best (else latest)
+    state of a run or of its ``checkpoints/`` folder (a best state may sit inside a later step).
     """
     path = Path(path).expanduser()
     if not path.exists():
         raise ConfigError(f"trainer.init_from.path={str(path)!r} does not exist")
-    if (path / "state").is_dir():
-        return path
+    if (path / STATE).is_dir():
+        return path / STATE
     ckpts = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    steps = sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit() and (p / "state").is_dir())
+    steps = sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit() and (p / STATE).is_dir())
     if not steps:
         raise ConfigError(
             f"trainer.init_from.path={str(path)!r} holds no checkpoint (a run dir, or a step dir)"
         )
-    best = _best_step(ckpts / str(steps[-1]) / "meta")
-    return ckpts / str(best if best in steps else steps[-1])
+    meta = _meta(ckpts / str(steps[-1]) / "meta")
+    best = meta.get("best_step")
+    if best in steps:
+        return ckpts / str(best) / STATE
+    home = meta.get("homes", {}).get(str(best))
+    if home in steps and (ckpts / str(home) / BEST).is_dir():
+        return ckpts / str(home) / BEST
+    return ckpts / str(steps[-1]) / STATE
 
 
-def _best_step(meta_dir: Path) -> int | None:
+def _meta(meta_dir: Path) -> dict:
     for f in meta_dir.glob("*"):
         try:
-            return json.loads(f.read_text()).get("best_step")
+            return json.loads(f.read_text())
         except (ValueError, OSError):
             continue
-    return None
+    return {}
 
 
-def read_arrays(step_dir: Path) -> dict[str, np.ndarray]:
-    """Every array of a checkpoint's state by path (``params/hidden/0/kernel``), as numpy."""
+def read_arrays(state_dir: Path) -> dict[str, np.ndarray]:
+    """Every array of a saved state by path (``params/hidden/0/kernel``), as numpy."""
     import orbax.checkpoint as ocp
 
     with ocp.StandardCheckpointer() as ckptr:
-        tree = ckptr.restore((step_dir / "state").absolute())
+        tree = ckptr.restore(state_dir.absolute())
     return {param_path(p): _host(v) for p, v in jax.tree_util.tree_leaves_with_path(tree)}
 
 
@@ -82,8 +89,8 @@ def init_from(
     strict: bool = False,
 ) -> Any:
     """``state`` with the source run's matching model variables loaded; prints the report."""
-    step_dir = checkpoint_step_dir(path)
-    source = read_arrays(step_dir)
+    state_dir = checkpoint_state_dir(path)
+    source = read_arrays(state_dir)
     inc, exc = _patterns("include", include), _patterns("exclude", exclude)
     report: dict[str, list[str]] = {"loaded": [], "excluded": [], "absent": [], "mismatched": []}
 
@@ -107,8 +114,8 @@ def init_from(
         return jax.device_put(jnp.asarray(value, leaf.dtype), spec.sharding)
 
     new = jax.tree_util.tree_map_with_path(load, state, target)
-    _check(report, step_dir, strict)
-    _print_report(report, step_dir)
+    _check(report, state_dir, strict)
+    _print_report(report, state_dir)
     return new
 
 
@@ -119,7 +126,7 @@ def _patterns(key: str, patterns: Any) -> list[re.Pattern]:
         raise ConfigError(f"trainer.init_from.{key}={list(patterns)} holds an invalid regex: {e}") from None
 
 
-def _check(report: dict, step_dir: Path, strict: bool) -> None:
+def _check(report: dict, state_dir: Path, strict: bool) -> None:
     """A path the checkpoint lacks means another architecture: an error unless excluded. A shape
     that differs (a head for another number of classes) is re-initialised unless ``strict``.
     """
@@ -129,13 +136,13 @@ def _check(report: dict, step_dir: Path, strict: bool) -> None:
         [f"not in it: {', '.join(report['absent'][:8])}"] if report["absent"] else []
     )
     raise ConfigError(
-        f"trainer.init_from: the checkpoint {step_dir} does not fit this model ({'; '.join(parts)}); "
+        f"trainer.init_from: the checkpoint {state_dir} does not fit this model ({'; '.join(parts)}); "
         "choose a compatible run, or exclude those paths with trainer.init_from.exclude=[...]"
     )
 
 
-def _print_report(report: dict, step_dir: Path) -> None:
-    print(f"init_from {step_dir}:", flush=True)
+def _print_report(report: dict, state_dir: Path) -> None:
+    print(f"init_from {state_dir}:", flush=True)
     for kind in ("loaded", "mismatched", "absent", "excluded"):
         if report[kind]:
             reinit = "" if kind == "loaded" else " (re-initialised)"
