@@ -92,7 +92,10 @@ def test_a_gan_stopped_and_continued_ends_bit_identical(tmp_path: Path) -> None:
     gan("trainer.max_steps=4", f"hydra.run.dir={resumed}")
     proc = gan("trainer.max_steps=8", f"hydra.run.dir={resumed}")
     assert "resuming from step 4" in proc.stdout
-    a, b = read_arrays(straight / "checkpoints" / "8" / "state"), read_arrays(resumed / "checkpoints" / "8" / "state")
+    a, b = (
+        read_arrays(straight / "checkpoints" / "8" / "state"),
+        read_arrays(resumed / "checkpoints" / "8" / "state"),
+    )
     assert a.keys() == b.keys() and any(k.startswith("d_opt_state") for k in a)
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from research.config import compose_train
+from research.engine.reuse import checkpoint_state_dir, read_arrays
 from research.errors import ConfigError
+from tests.conftest import TINY, run_train
 
 
 def digits(*overrides: str):
@@ -62,3 +66,51 @@ def test_transfer_recipes(recipe: str, classes: list, freeze: list) -> None:
     if recipe != "fashion_mnist_cnn_pretrain":
         assert cfg.data.labels_per_class == 20 and list(cfg.trainer.init_from.exclude) == ["head"]
         assert cfg.data.batch_size <= 5 * cfg.data.labels_per_class
+
+
+SMALL_CNN = ("model.channels=[4,8]", "model.dense_sizes=[16]", "+debug=fast", *TINY)
+FEW = ("data.labels_per_class=5", "data.batch_size=10")
+
+
+def _report(stdout: str) -> dict[str, str]:
+    """init_from's report lines by kind (loaded, frozen, excluded, ...)."""
+    return {line.split()[0]: line for line in stdout.splitlines() if line.startswith("  ")}
+
+
+def test_the_transfer_recipes_load_freeze_and_reinitialise_what_they_say(tmp_path: Path) -> None:
+    """Pretrain on classes 0-4, then the linear probe and the fine-tune recipes on classes 5-9 (real
+    Fashion-MNIST, a small CNN, 8 steps each): which parameters were loaded, frozen and
+    re-initialised, and frozen parameters and their batch-norm statistics bit-identical after training.
+    """
+    pre = tmp_path / "pretrain"
+    run_train("+experiment=fashion_mnist_cnn_pretrain", *SMALL_CNN, f"hydra.run.dir={pre}")
+    source = read_arrays(checkpoint_state_dir(pre))
+    probe, tuned = tmp_path / "probe", tmp_path / "finetune"
+    reports = {}
+    for recipe, run_dir in (("linear_probe", probe), ("finetune", tuned)):
+        proc = run_train(
+            f"+experiment=fashion_mnist_cnn_{recipe}", *SMALL_CNN, *FEW,
+            f"trainer.init_from.path={pre}", f"hydra.run.dir={run_dir}",
+        )  # fmt: skip
+        reports[recipe] = _report(proc.stdout)
+    body = [  # the learned variables of everything but the head (RNG streams start fresh)
+        k
+        for k in source
+        if k.startswith(("params/", "model_state/")) and "/head/" not in k and "/rngs/" not in k
+    ]
+    assert "model_state/blocks/0/norm/mean" in body and "params/dense/0/kernel" in body
+    for recipe in ("linear_probe", "finetune"):
+        assert all(k in reports[recipe]["loaded"] for k in body), reports[recipe]
+        assert "params/head/kernel" in reports[recipe]["excluded"]  # a fresh head for the new classes
+    assert all(k in reports["linear_probe"]["frozen"] for k in body)
+    assert "params/head" not in reports["linear_probe"]["frozen"] and "frozen" not in reports["finetune"]
+
+    after = {
+        name: read_arrays(d / "checkpoints" / "8" / "state")
+        for name, d in (("probe", probe), ("tuned", tuned))
+    }
+    for key in body:  # the probe's body and its batch-norm statistics: bit for bit the pretrained ones
+        np.testing.assert_array_equal(after["probe"][key], source[key], err_msg=key)
+    assert not np.array_equal(after["probe"]["params/head/kernel"], source["params/head/kernel"])
+    moved = [k for k in body if not np.array_equal(after["tuned"][k], source[k])]
+    assert "params/blocks/0/conv/kernel" in moved and "model_state/blocks/0/norm/mean" in moved

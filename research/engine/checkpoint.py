@@ -82,7 +82,9 @@ class Checkpointer:
             return {}
 
     def _read_meta(self, step: int) -> dict:
-        return self.manager.restore(step, args=self._ocp.args.Composite(meta=self._ocp.args.JsonRestore()))["meta"]
+        return self.manager.restore(step, args=self._ocp.args.Composite(meta=self._ocp.args.JsonRestore()))[
+            "meta"
+        ]
 
     def best_step_saved(self) -> int | None:
         """The best step by the metadata of the latest checkpoint (None if it names none)."""

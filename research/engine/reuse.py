@@ -87,8 +87,11 @@ def init_from(
     include: list[str] = (".*",),
     exclude: list[str] = (),
     strict: bool = False,
+    frozen: tuple[str, ...] = (),
 ) -> Any:
-    """``state`` with the source run's matching model variables loaded; prints the report."""
+    """``state`` with the source run's matching model variables loaded; prints the report, with
+    the loaded paths that the ``frozen`` patterns (optimizer.freeze) keep as loaded.
+    """
     state_dir = checkpoint_state_dir(path)
     source = read_arrays(state_dir)
     inc, exc = _patterns("include", include), _patterns("exclude", exclude)
@@ -114,6 +117,8 @@ def init_from(
         return jax.device_put(jnp.asarray(value, leaf.dtype), spec.sharding)
 
     new = jax.tree_util.tree_map_with_path(load, state, target)
+    held = _patterns("frozen", frozen)
+    report["frozen"] = [n for n in report["loaded"] if any(r.search(n.split("/", 1)[1]) for r in held)]
     _check(report, state_dir, strict)
     _print_report(report, state_dir)
     return new
@@ -143,7 +148,7 @@ def _check(report: dict, state_dir: Path, strict: bool) -> None:
 
 def _print_report(report: dict, state_dir: Path) -> None:
     print(f"init_from {state_dir}:", flush=True)
-    for kind in ("loaded", "mismatched", "absent", "excluded"):
+    for kind in ("loaded", "frozen", "mismatched", "absent", "excluded"):
         if report[kind]:
-            reinit = "" if kind == "loaded" else " (re-initialised)"
+            reinit = " (re-initialised)" if kind in ("mismatched", "absent", "excluded") else ""
             print(f"  {kind}{reinit} {len(report[kind])}: {', '.join(report[kind])}", flush=True)

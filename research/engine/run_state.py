@@ -114,7 +114,7 @@ def start_state(run: Any, cfg: TrainerConfig) -> tuple[Any, dict, bool]:
             return state, meta, True
     state = run.programs.init(run.init_rng, run.example)
     if cfg.init_from.get("path"):
-        state = reuse.init_from(state, run.target, run.task.reusable, **cfg.init_from)
+        state = reuse.init_from(state, run.target, run.task.reusable, **cfg.init_from, frozen=run.task.frozen)
     return state, {}, False
 
 

@@ -40,6 +40,9 @@ class Task(Protocol):
     # what ``num_params`` counts (``trainable``), and what inference restores.
     reusable: tuple[str, ...]
     trainable: tuple[str, ...]
+    # Regexes on the paths of model variables that training keeps as they are (optimizer.freeze):
+    # ``trainer.init_from`` reports which of the loaded ones they hold fixed.
+    frozen: tuple[str, ...]
 
     def init(self, rng: jax.Array, batch: Batch) -> State:
         """Fresh state (params, optimizer states, rng, "step"=0) for one example batch."""
@@ -60,6 +63,7 @@ class TaskBase:
     counters: tuple[str, ...] = ()
     reusable: tuple[str, ...] = ("params", "model_state")
     trainable: tuple[str, ...] = ("params",)
+    frozen: tuple[str, ...] = ()
 
     def evaluators(self) -> dict[str, Evaluator]:
         return {}
