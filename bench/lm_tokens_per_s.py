@@ -1,13 +1,14 @@
-"""Tokens/s of the character-level Shakespeare GPT: the framework's train step against a
-hand-written JAX + optax loop of the same model, in one process.
+"""Tokens/s of the character-level Shakespeare GPT: the framework's train step against a hand-
+written JAX + optax loop of the same model, in one process.
 
 The framework side is the recipe as a user runs it (``research.experiment.run`` on
 ``+experiment=shakespeare_char_transformer``: evaluation, checkpoints, test pass and plots
 included) and, beside it, the loop alone (``fit`` with checkpoints, plots and evaluation off).
-Both report ``train/steps_per_s`` (training calls only), times the tokens of a batch. The hand-written loop is the usual
-one: the same NNX module split once, ``optax.adamw`` with the recipe's clipping, weight decay and
-warmup-cosine schedule, one jitted step per dispatch with donated state, batches gathered on
-device from host-made indices over the same training windows. Runs alternate, median of repeats.
+Both report ``train/steps_per_s`` (training calls only), times the tokens of a batch. The hand-
+written loop is the usual one: the same NNX module split once, ``optax.adamw`` with the recipe's
+clipping, weight decay and warmup-cosine schedule, one jitted step per dispatch with donated
+state, batches gathered on device from host-made indices over the same training windows. Runs
+alternate, median of repeats.
 
     python bench/lm_tokens_per_s.py [--steps 600] [--repeats 3] [overrides...]
 """
