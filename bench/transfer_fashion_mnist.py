@@ -1,4 +1,4 @@
-"""Fine-tuning vs linear probe vs training from scratch on Fashion-MNIST classes 5-9 from 20 labels per class.
+"""Fine-tuning vs linear probe vs training from scratch on Fashion-MNIST classes 5-9 from 50 labels per class.
 
     JAX_PLATFORMS=cpu python bench/transfer_fashion_mnist.py [pretrain epochs, default 5]
 
@@ -45,7 +45,7 @@ def main(pretrain_epochs: int) -> None:
         ),
         "scratch": ("+experiment=fashion_mnist_cnn_finetune", "trainer.init_from.path=null"),
     }
-    print(f"| classes 5-9, 20 labels per class | test accuracy (mean +- std, {SEEDS} seeds) |\n|---|---|")
+    print(f"| classes 5-9, 50 labels per class | test accuracy (mean +- std, {SEEDS} seeds) |\n|---|---|")
     for name, overrides in arms.items():
         summary = train(out / name.replace(" ", "_"), *overrides, f"trainer.num_seeds={SEEDS}")
         print(f"| {name} | {summary['test/accuracy']:.4f} +- {summary['test/accuracy_std']:.4f} |")

@@ -64,7 +64,7 @@ def test_transfer_recipes(recipe: str, classes: list, freeze: list) -> None:
     assert cfg.name == recipe and cfg.data.name == "fashion_mnist" and list(cfg.data.classes) == classes
     assert list(cfg.optimizer.freeze) == freeze
     if recipe != "fashion_mnist_cnn_pretrain":
-        assert cfg.data.labels_per_class == 20 and list(cfg.trainer.init_from.exclude) == ["head"]
+        assert cfg.data.labels_per_class == 50 and list(cfg.trainer.init_from.exclude) == ["head"]
         assert cfg.data.batch_size <= 5 * cfg.data.labels_per_class
 
 
