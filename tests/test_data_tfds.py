@@ -67,6 +67,38 @@ def test_mocked_tfds_datasets_load_through_the_same_loader(
     assert out["image"].shape == arrays["train"]["image"].shape and out["image"].dtype == np.float32
 
 
+def binary_images(builder: tfds.core.DatasetBuilder, split: dict) -> dict:
+    """``as_data_source`` for mock_data: 0/1 images as binarized_mnist holds (the default mock is 0-255)."""
+    rng = np.random.default_rng(0)
+    return {
+        key: [{"image": rng.integers(0, 2, (28, 28, 1), np.uint8)} for _ in range(MOCK_EXAMPLES)]
+        for key in split
+    }
+
+
+def test_unlabelled_binarized_mnist_loads_images_alone(tmp_path: Path, offline: None) -> None:
+    """binarized_mnist has no supervised keys: records hold 0/1 images and no label, in every split."""
+    with tfds.testing.mock_data(as_data_source_fn=binary_images):
+        ds = load(**config("binarized_mnist", tmp_path, batch_size=8, eval_batch_size=8))
+        arrays = {split: ds.splits[split].arrays() for split in ("train", "val", "test")}
+        streamed = next(ds.splits["train"].iterator(batch_size=4, seed=0, shard_index=0, shard_count=1))
+    assert (ds.input_shape, ds.num_classes, ds.class_names) == ((28, 28, 1), None, [])
+    assert ds.splits["train"].num_examples + ds.splits["val"].num_examples == MOCK_EXAMPLES
+    for split, a in arrays.items():
+        assert set(a) == {"image"} and a["image"].shape == (ds.splits[split].num_examples, 28, 28, 1)
+    assert set(streamed) == {"image"}
+    out = ds.transform(jax.random.key(0), arrays["train"], False)["image"]
+    assert set(np.unique(np.asarray(out))) <= {0.0, 1.0}  # pixel_max 1, no normalisation: Bernoulli targets
+
+
+@pytest.mark.parametrize("overrides", [{"classes": [0, 1]}, {"labels_per_class": 3}])
+def test_class_options_on_unlabelled_data_are_config_errors(
+    overrides: dict, tmp_path: Path, offline: None
+) -> None:
+    with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES), pytest.raises(ConfigError, match="need labels"):
+        load(**config("binarized_mnist", tmp_path, batch_size=8, **overrides))
+
+
 def test_every_data_config_matches_its_loader_signature() -> None:
     for path in sorted((ROOT / "conf/data").glob("*.yaml")):
         cfg = OmegaConf.to_container(OmegaConf.load(path))

@@ -60,11 +60,11 @@ def test_one_step_updates_both_players_with_their_own_optimizers(conditional: bo
 
 
 def test_dense_players_read_the_class_once_and_train_in_the_task() -> None:
-    """The MLP discriminator sees the pixels and one one-hot, not H*W copies of it."""
+    """The MLP discriminator sees the pixels, and the class through its projection onto the features."""
     from flax import nnx
 
     d = DenseDiscriminator((8, 8, 1 + 2), [6], image_channels=1, rngs=nnx.Rngs(0))
-    assert d.body.layers[0].in_features == 8 * 8 + 2
+    assert d.layers[0].in_features == 8 * 8 and d.embed.in_features == 2
     models = {"generator": functools.partial(dense_generator, hidden_sizes=[6]),
               "discriminator": functools.partial(DenseDiscriminator, hidden_sizes=[6], image_channels=1)}  # fmt: skip
     optimizers = {"generator": lambda n: optax.adam(1e-3), "discriminator": lambda n: optax.adam(1e-3)}
@@ -75,6 +75,8 @@ def test_dense_players_read_the_class_once_and_train_in_the_task() -> None:
     assert not np.allclose(by_class[0], by_class[1])  # the class reaches the logit
     drawn = task.sample_classes(state, jnp.array([0, 1, 1]), jax.random.PRNGKey(1))
     assert drawn.shape == (3, 8, 8, 1) and float(drawn.min()) >= 0.0 and float(drawn.max()) <= 1.0
+    concat = DenseDiscriminator((8, 8, 1 + 2), [6], image_channels=1, conditioning="concat", rngs=nnx.Rngs(0))
+    assert concat.layers[0].in_features == 8 * 8 + 2 and concat.embed is None
     with pytest.raises(ConfigError, match="image_channels"):
         DenseDiscriminator((8, 8, 3), [6], image_channels=4, rngs=nnx.Rngs(0))
 

@@ -65,3 +65,28 @@ def test_a_step_makes_two_views_and_lowers_nothing_it_should_not() -> None:
     assert np.isfinite(float(metrics["loss"])) and int(new["step"]) == 1
     assert task.evaluators()["probe"].metric_names() == (
         "probe_accuracy", "random_encoder_probe_accuracy", "raw_pixel_probe_accuracy")  # fmt: skip
+
+
+def test_the_probe_scores_against_the_labels_data_classes_renumbers() -> None:
+    """data.classes=[7, 9] stores labels 7 and 9 but the task's classes are 0 and 1: the probe must
+    fit and score the renumbered labels (raw ones lie outside its 2 classes and score 0)."""
+    from types import SimpleNamespace
+
+    from research.data.arrays import ArraySplit, identity_transform
+    from research.data.base import Dataset
+    from research.data.tfds_source import relabel
+
+    rng = np.random.default_rng(0)
+    raw = np.where(np.arange(64) % 2, 9, 7)
+    images = np.where(raw[:, None, None, None] == 7, 0.6, 0.0) + 0.4 * rng.uniform(size=(64, 8, 8, 1))
+    split = ArraySplit({"image": images.astype(np.float32), "label": raw})
+    data = Dataset("two_of_ten", (8, 8, 1), 2, {s: split for s in ("train", "val", "test")},
+                   relabel(identity_transform, [7, 9], 10), 16, 32)  # fmt: skip
+    task = SimCLRTask(functools.partial(MLP, hidden_sizes=[16]), lambda n: optax.adam(1e-3), 10, data,
+                      feature_dim=8, projection_dim=4, probe_examples=64, probe_steps=100)  # fmt: skip
+    assert set(np.asarray(task.probe_train[1]).tolist()) == {0, 1}
+    ctx = SimpleNamespace(per_replica=lambda fn, in_axes=0: fn, run=lambda p, *a: p(*a), final=True)
+    batches = {"image": jnp.asarray(images.reshape(2, 32, 8, 8, 1)), "label": jnp.asarray(raw.reshape(2, 32))}
+    state = task.init(jax.random.PRNGKey(0), None)
+    metrics = task.evaluators()["probe"](ctx, state, (batches, jnp.ones((2, 32)))).metrics
+    assert float(metrics["raw_pixel_probe_accuracy"]) > 0.95  # bright 7s, dark 9s: separable

@@ -37,9 +37,12 @@ def carve_validation(num_examples: int, val_fraction: float, seed: int) -> tuple
 
 
 class Records:
-    """The chosen records of a TFDS source as {"image": uint8 array, "label": int32}: a grain source."""
+    """The chosen records of a TFDS source as {"image": uint8 array, "label": int32}: a grain source.
 
-    def __init__(self, source: Sequence[dict], indices: np.ndarray, image_key: str, label_key: str):
+    With ``label_key`` None (unlabelled data such as binarized_mnist) records hold the image alone.
+    """
+
+    def __init__(self, source: Sequence[dict], indices: np.ndarray, image_key: str, label_key: str | None):
         self.source, self.indices = source, indices
         self.image_key, self.label_key = image_key, label_key
 
@@ -50,16 +53,19 @@ class Records:
         return self.example(self.source[int(self.indices[i])])
 
     def example(self, record: dict[str, Any]) -> dict[str, np.ndarray]:
+        if self.label_key is None:
+            return {"image": np.asarray(record[self.image_key])}
         return {"image": np.asarray(record[self.image_key]), "label": np.int32(record[self.label_key])}
 
     def read_all(self) -> dict[str, np.ndarray]:
         """Every chosen record, stacked."""
         try:
             records = self.source.__getitems__(self.indices.tolist())  # one batched read: ~5x faster
-        except TypeError:  # tfds.testing.mock_data's source reads one record at a time only
+        except (TypeError, AttributeError):  # mock_data's sources and plain lists read one record at a time
             records = [self.source[int(i)] for i in self.indices]
         examples = [self.example(record) for record in records]
-        return {key: np.stack([e[key] for e in examples]) for key in ("image", "label")}
+        keys = ("image",) if self.label_key is None else ("image", "label")
+        return {key: np.stack([e[key] for e in examples]) for key in keys}
 
 
 @dataclass
@@ -69,7 +75,7 @@ class TFDSSplit:
     source: Sequence[dict]
     indices: np.ndarray
     image_key: str
-    label_key: str
+    label_key: str | None  # None: unlabelled images
     in_memory: bool
     _arrays: dict[str, np.ndarray] | None = field(default=None, init=False, repr=False)
 
@@ -82,7 +88,7 @@ class TFDSSplit:
         return Records(self.source, self.indices, self.image_key, self.label_key)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """{"image": (N, H, W, C) raw pixels, "label": (N,) int32}, read on first call.
+        """{"image": (N, H, W, C) raw pixels, "label": (N,) int32 where labelled}, read on first call.
 
         Kept when the split is ``in_memory`` (the engine and the normalisation
         statistics both read it); read afresh otherwise.

@@ -1,4 +1,8 @@
-"""Image classification datasets from TFDS, read with ``tfds.data_source`` (no TensorFlow).
+"""Image datasets from TFDS, read with ``tfds.data_source`` (no TensorFlow).
+
+Classification datasets yield ``image`` and ``label``; datasets without supervised
+keys but with an ``image`` feature (binarized_mnist) yield ``image`` alone and have
+``num_classes`` None.
 
 ``load`` is the ``_target_`` of every data config. It never downloads: TFDS datasets
 are prepared once with ``python -m research.data.prepare <name>`` (array_record
@@ -89,19 +93,18 @@ def load(
     }
     features = builder.info.features
     input_shape = tuple(features[image_key].shape)
-    names = list(features[label_key].names)
-    splits = restrict(splits, len(names), classes, labels_per_class, split_seed, batch_size)
+    all_names = _class_names(features, label_key, name, classes, labels_per_class)
+    splits = restrict(splits, len(all_names), classes, labels_per_class, split_seed, batch_size)
     transform_classes = None if classes is None else list(classes)
-    if classes is not None:
-        names = [names[c] for c in classes]
+    names = all_names if classes is None else [all_names[c] for c in classes]
     mean, std = _normalization(normalize, splits["train"], pixel_max, channels=input_shape[-1])
     transform = make_transform(mean, std, pixel_max, Augment(**augment))
     return Dataset(
         name=name,
         input_shape=input_shape,
-        num_classes=len(names),
+        num_classes=len(names) or None,  # None: unlabelled images (binarized_mnist)
         splits=splits,
-        transform=relabel(transform, transform_classes, features[label_key].num_classes),
+        transform=relabel(transform, transform_classes, len(all_names)),
         batch_size=batch_size,
         eval_batch_size=eval_batch_size,
         class_names=names,
@@ -252,13 +255,30 @@ def _open_sources(
         raise DataError(prepare_hint(name, data_dir)) from err
 
 
-def _supervised_keys(builder: tfds.core.DatasetBuilder, name: str) -> tuple[str, str]:
+def _supervised_keys(builder: tfds.core.DatasetBuilder, name: str) -> tuple[str, str | None]:
+    """(image key, label key) of a classification dataset, or ("image", None) for images alone."""
     keys = builder.info.supervised_keys
-    if not (isinstance(keys, tuple) and len(keys) == 2 and all(isinstance(k, str) for k in keys)):
-        raise DataError(
-            f"{name} has no (image, label) supervised keys: this loader reads image classification datasets"
+    if isinstance(keys, tuple) and len(keys) == 2 and all(isinstance(k, str) for k in keys):
+        return keys
+    if keys is None and "image" in builder.info.features:  # unlabelled images, e.g. binarized_mnist
+        return "image", None
+    raise DataError(
+        f"{name} has neither (image, label) supervised keys nor an image feature: "
+        "this loader reads image datasets"
+    )
+
+
+def _class_names(
+    features: Any, label_key: str | None, name: str, classes: Any, labels_per_class: Any
+) -> list[str]:
+    """The label names in label order; none for unlabelled data, where class options make no sense."""
+    if label_key is not None:
+        return list(features[label_key].names)
+    if classes is not None or labels_per_class is not None:
+        raise ConfigError(
+            f"data.classes and data.labels_per_class need labels; {name} has images only: set them to null"
         )
-    return keys
+    return []
 
 
 def _normalization(

@@ -5,6 +5,10 @@ set of training images is fitted by full-batch softmax regression (Adam, ``steps
 updates, inside one jitted function), then the probe's accuracy is measured on the
 evaluated split. At the final evaluation the same probe on ``baselines`` (e.g. a
 randomly initialised encoder, raw pixels) is reported once, for comparison.
+
+Labels are the task's, not the records': ``labels(raw batch)`` maps the evaluated split's
+stored labels as the dataset's transform does (``data.classes`` keeps some classes and
+renumbers them 0..k-1), and the fixed training set is given already mapped.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import optax
 from research.evaluators.base import Result, Schedule
 
 FeaturesFn = Callable[[Any, jax.Array], jax.Array]  # (state, images (B, ...)) -> (B, F)
+LabelsFn = Callable[[dict], jax.Array]  # raw {"image", "label"} batch -> the task's labels 0..k-1
 
 
 def fit_and_score(
@@ -62,8 +67,10 @@ class LinearProbe:
         learning_rate: float,
         baselines: Mapping[str, Callable[[jax.Array], jax.Array]] = (),
         schedule: Schedule | None = None,
+        labels: LabelsFn | None = None,
     ):
         self.features, self.baselines = features, dict(baselines)
+        self.labels = labels or (lambda batch: batch["label"])
         self.train = (train_images, train_labels)
         self.fit = lambda *a: fit_and_score(
             *a, num_classes=num_classes, steps=steps, learning_rate=learning_rate
@@ -78,7 +85,7 @@ class LinearProbe:
         self, featurize: Callable[[jax.Array], jax.Array], batches: dict, weights: jax.Array
     ) -> jax.Array:
         images = batches["image"].reshape(-1, *batches["image"].shape[2:])
-        labels = batches["label"].reshape(-1)
+        labels = self.labels({"image": images, "label": batches["label"].reshape(-1)})
         return self.fit(
             featurize(self.train[0]), self.train[1], featurize(images), labels, weights.reshape(-1)
         )

@@ -103,6 +103,11 @@ class GANTask(TaskBase):
             noise = jnp.concatenate([noise, jax.nn.one_hot(labels, self.classes)], -1)
         return jax.nn.sigmoid(nnx.merge(self.g_def, g)(noise))
 
+    def sample_classes(self, state: State, labels: jax.Array, key: jax.Array) -> jax.Array:
+        """Images in [0, 1] of the given classes from fresh noise: what ``research.generate`` writes."""
+        noise = jax.random.normal(key, (labels.shape[0], self.noise_dim))
+        return self.generate(state["generator"], noise, labels if self.classes else None)
+
     def discriminate(self, d: dict, images: jax.Array, labels: jax.Array | None) -> jax.Array:
         if self.classes:
             planes = jnp.broadcast_to(
@@ -153,6 +158,14 @@ class GANTask(TaskBase):
             "samples": self.generate(state["generator"], self.grid_noise, self.grid_labels),
             "step": state["step"],
         }
+
+    def sample_images(self, state: State, key: jax.Array, count: int) -> jax.Array:
+        """``count`` fresh samples in [0, 1] (uniformly drawn classes when conditional): what a
+        Frechet distance (research/evaluators/frechet.py) compares with real images."""
+        noise_key, label_key = jax.random.split(key)
+        labels = jax.random.randint(label_key, (count,), 0, self.classes) if self.classes else None
+        noise = jax.random.normal(noise_key, (count, self.noise_dim))
+        return self.generate(state["generator"], noise, labels)
 
     def evaluators(self) -> dict[str, Evaluator]:
         return {"samples": Grids(self.samples, {"samples": self.columns}, names=("step",))}

@@ -69,8 +69,8 @@ class SimCLRTask(TaskBase):
         self.graphdef = nnx.graphdef(abstract)
         abstract.eval()  # the probe reads features with running batch-norm statistics, no dropout
         self.eval_graphdef = nnx.graphdef(abstract)
-        train = {k: v[:probe_examples] for k, v in dataset.splits["train"].arrays().items()}
-        self.probe_train = (jnp.asarray(train["image"]), jnp.asarray(train["label"]))
+        train = {k: jnp.asarray(v[:probe_examples]) for k, v in dataset.splits["train"].arrays().items()}
+        self.probe_train = (train["image"], self.labels(train))
         self.probe_settings = {
             "num_classes": dataset.num_classes,
             "steps": probe_steps,
@@ -127,6 +127,10 @@ class SimCLRTask(TaskBase):
     def pixels(self, raw: jax.Array) -> jax.Array:
         return self.dataset.transform(jax.random.PRNGKey(0), {"image": raw}, False)["image"]
 
+    def labels(self, raw: Batch) -> jax.Array:
+        """The probe's targets: stored labels as the transform maps them (data.classes renumbers)."""
+        return self.dataset.transform(jax.random.PRNGKey(0), raw, False)["label"]
+
     def features(self, state: State, raw: jax.Array) -> jax.Array:
         """The encoder's output (before the head) for raw images: what the probe reads."""
         model = nnx.merge(self.eval_graphdef, state["params"], state["model_state"])
@@ -138,6 +142,5 @@ class SimCLRTask(TaskBase):
             "random_encoder": lambda raw: self.features(fresh, raw),
             "raw_pixel": lambda raw: self.pixels(raw).reshape(raw.shape[0], -1),
         }
-        return {
-            "probe": LinearProbe(self.features, *self.probe_train, baselines=baselines, **self.probe_settings)
-        }
+        settings = {**self.probe_settings, "baselines": baselines, "labels": self.labels}
+        return {"probe": LinearProbe(self.features, *self.probe_train, **settings)}
