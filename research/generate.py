@@ -1,0 +1,124 @@
+"""Write a synthetic dataset from a class-conditional generator: ``python -m research.generate
+run=<run dir> num_examples=N [checkpoint=best|latest|<step>] [seed=0] [batch_size=500] [out=<run>/generated]``.
+
+The run is rebuilt from its saved config (as ``research.evaluate`` does), its checkpoint is
+restored, and ``num_examples`` images with balanced labels (class ``i % num_classes``) are
+drawn from fresh noise and stored as a TFDS dataset on the source data's pixel scale and
+dtype (``research.data.generated``). Any classifier recipe then trains on it with
+``data=generated data.run=<run dir>`` and is tested on the real test split.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from research import cli
+from research.errors import ConfigError
+
+USAGE = (
+    "usage: python -m research.generate run=<run dir> num_examples=N [checkpoint=best|latest|<step>] "
+    "[seed=0] [batch_size=500] [out=<dir>]"
+)
+DEFAULTS = {"checkpoint": "best", "seed": "0", "batch_size": "500"}
+
+
+def parse(argv: list[str]) -> dict[str, Any]:
+    """The options from key=value args, typed; one ConfigError line for a bad one."""
+    options: dict[str, Any] = dict(DEFAULTS)
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or key not in {*DEFAULTS, "run", "num_examples", "out"}:
+            raise ConfigError(f"{arg!r} is not one of run=, num_examples=, out=, {'=, '.join(DEFAULTS)}=; {USAGE}")
+        options[key] = value
+    for key in ("run", "num_examples"):
+        if key not in options:
+            raise ConfigError(f"{key}= is required; {USAGE}")
+    try:
+        typed = {k: int(options[k]) for k in ("num_examples", "seed", "batch_size")}
+    except ValueError as e:
+        raise ConfigError(f"{e}: num_examples, seed and batch_size are integers") from None
+    if typed["num_examples"] < 1 or typed["batch_size"] < 1 or typed["seed"] < 0:
+        raise ConfigError("num_examples and batch_size must be >= 1, seed >= 0")
+    return {**options, **typed}
+
+
+def conditional_task(built: Any, cfg: Any, run_dir: Path) -> Any:
+    """The run's task, or one line when it is not a class-conditional generator."""
+    task = built.task
+    if not getattr(task, "classes", 0) or not callable(getattr(task, "sample_classes", None)):
+        raise ConfigError(
+            f"run={run_dir} trained task={cfg.task._target_} without class conditioning: research.generate "
+            "needs a class-conditional generator (task.conditional=true, e.g. +experiment=digits_cgan)"
+        )
+    return task
+
+
+def draw(task: Any, state: Any, num_examples: int, seed: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(images in [0, 1], labels) of ``num_examples`` balanced samples, ``batch_size`` at a time."""
+    import jax
+    import jax.numpy as jnp
+
+    labels = np.arange(num_examples, dtype=np.int64) % task.classes
+    sample = jax.jit(task.sample_classes)
+    key, chunks = jax.random.PRNGKey(seed), []
+    for i, start in enumerate(range(0, num_examples, batch_size)):
+        batch = jnp.asarray(labels[start : start + batch_size], jnp.int32)
+        chunks.append(np.asarray(sample(state, batch, jax.random.fold_in(key, i))))
+    return np.concatenate(chunks), labels
+
+
+def to_pixels(images: np.ndarray, pixel_max: float, dtype: np.dtype) -> np.ndarray:
+    """Images in [0, 1] on the source data's scale and dtype (rounded and clipped for integers)."""
+    scaled = images * pixel_max
+    if np.issubdtype(dtype, np.integer):
+        scaled = np.clip(np.rint(scaled), 0, pixel_max)
+    return scaled.astype(dtype)
+
+
+def generate(run_dir: Path, options: dict[str, Any]) -> Path:
+    """Sample the chosen checkpoint of ``run_dir`` into a TFDS dataset; returns its folder."""
+    import jax
+    from omegaconf import OmegaConf
+
+    from research import experiment
+    from research.data import generated
+    from research.engine.inference import restore_saved
+    from research.evaluate import choose_step, load_config
+
+    out = Path(options.get("out") or run_dir / generated.NAME).expanduser()
+    if out.exists():
+        raise ConfigError(f"{out} exists and is not overwritten: choose another out=<dir> or delete it")
+    cfg = load_config(run_dir, [])
+    built = experiment.build(cfg)
+    task = conditional_task(built, cfg, run_dir)
+    state, step = restore_saved(
+        built, run_dir, seed=cfg.seed, mesh_sizes=OmegaConf.to_container(cfg.mesh),
+        replicas=experiment.replicas_of(cfg), choose=lambda steps, best: choose_step(steps, best, options["checkpoint"]),
+    )  # fmt: skip
+    if experiment.replicas_of(cfg).vmapped:  # several seeds trained together: sample from the first
+        state = jax.tree.map(lambda a: a[0], state)
+    images, labels = draw(task, state, options["num_examples"], options["seed"], options["batch_size"])
+    dtype = np.asarray(built.dataset.splits["test"].arrays()["image"][:1]).dtype
+    pixels = to_pixels(images, float(cfg.data.pixel_max), dtype)
+    meta = {"run": str(run_dir), "checkpoint_step": step, "seed": options["seed"],
+            "num_examples": len(labels), "source": built.dataset.name}  # fmt: skip
+    return generated.write(out, pixels, labels, built.dataset.class_names, meta)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    with cli.report_errors():  # bad input, also inside a config's _target_, is one line
+        options = parse(argv)
+        from research.evaluate import saved_run
+
+        folder = generate(saved_run(options), options)
+    print(f"wrote {options['num_examples']} examples to {folder}; train on them with "
+          f"data=generated data.run={options['run']}" + (f" data.out={options['out']}" if "out" in options else ""))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
