@@ -9,8 +9,9 @@ import jax
 from flax import nnx
 
 from research.errors import ConfigError
+from research.models.conv import CONV_IMPLS, POOL_IMPLS, conv_function, resolve, tiled_max_pool
 from research.models.layers import activation as activation_fn
-from research.models.layers import check_rate, image_shape
+from research.models.layers import check_rate, choice, image_shape
 
 POOLS: dict[str, Callable[..., jax.Array]] = {"max": nnx.max_pool, "avg": nnx.avg_pool}
 
@@ -29,11 +30,22 @@ class ConvBlock(nnx.Module):
         pool_stride: int,
         batch_norm: bool,
         batch_norm_momentum: float,
+        conv_impl: str = "xla",
+        pool_impl: str = "window",
         *,
         rngs: nnx.Rngs,
     ):
         # A bias before BatchNorm is redundant: BatchNorm's own bias replaces it.
-        self.conv = nnx.Conv(in_channels, out_channels, kernel_size, use_bias=not batch_norm, rngs=rngs)
+        # Either implementation has nnx.Conv's parameters: checkpoints load into both.
+        conv = conv_function(resolve(conv_impl, "im2col", "xla"))
+        self.conv = nnx.Conv(
+            in_channels,
+            out_channels,
+            kernel_size,
+            use_bias=not batch_norm,
+            conv_general_dilated=conv,
+            rngs=rngs,
+        )
         self.norm = (
             nnx.BatchNorm(out_channels, momentum=batch_norm_momentum, rngs=rngs) if batch_norm else None
         )
@@ -41,12 +53,18 @@ class ConvBlock(nnx.Module):
         self.pool = pool
         self.window = (pool_window, pool_window)
         self.strides = (pool_stride, pool_stride)
+        # Max pooling by reshape when the windows tile the image (window == stride).
+        tiles = pool == "max" and pool_window == pool_stride
+        self.tiled = tiles and resolve(pool_impl, "reshape", "window") == "reshape"
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.conv(x)
         if self.norm is not None:
             x = self.norm(x)
-        return POOLS[self.pool](self.activation(x), self.window, self.strides)
+        x = self.activation(x)
+        if self.tiled:
+            return tiled_max_pool(x, self.window[0])
+        return POOLS[self.pool](x, self.window, self.strides)
 
 
 class CNN(nnx.Module):
@@ -70,12 +88,16 @@ class CNN(nnx.Module):
         dropout: float = 0.0,
         batch_norm: bool = False,
         batch_norm_momentum: float = 0.99,
+        conv_impl: str = "auto",
+        pool_impl: str = "auto",
         *,
         rngs: nnx.Rngs,
     ):
         input_shape = image_shape("CNN", input_shape)
         if pool not in POOLS:
             raise ConfigError(f"model.pool={pool!r} is not one of: {', '.join(POOLS)}")
+        choice("conv_impl", conv_impl, CONV_IMPLS)
+        choice("pool_impl", pool_impl, POOL_IMPLS)
         self.activation = activation_fn(activation)
         rate = check_rate("dropout", dropout)
         height, width, in_channels = input_shape
@@ -102,6 +124,8 @@ class CNN(nnx.Module):
                     pool_stride,
                     batch_norm,
                     batch_norm_momentum,
+                    conv_impl,
+                    pool_impl,
                     rngs=rngs,
                 )
                 for c_in, c_out in pairwise(widths)
@@ -112,13 +136,17 @@ class CNN(nnx.Module):
         self.dropout = nnx.Dropout(rate, rngs=rngs)
         self.head = nnx.Linear(sizes[-1], int(num_outputs), rngs=rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def features(self, x: jax.Array) -> jax.Array:
+        """The penultimate activations (what the head reads): the space a Frechet distance compares in."""
         for block in self.blocks:
             x = block(x)
         x = x.reshape(x.shape[0], -1)
         for layer in self.dense:
             x = self.dropout(self.activation(layer(x)))
-        return self.head(x)
+        return x
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.head(self.features(x))
 
 
 def _pooled(size: int, window: int, stride: int) -> int:
