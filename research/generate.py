@@ -1,5 +1,6 @@
 """Write a synthetic dataset from a class-conditional generator: ``python -m research.generate
-run=<run dir> num_examples=N [checkpoint=best|latest|<step>] [seed=0] [batch_size=500] [out=<run>/generated]``.
+run=<run dir> num_examples=N [checkpoint=best|latest|<step>] [seed=0] [batch_size=500]
+[out=<run>/generated]``.
 
 The run is rebuilt from its saved config (as ``research.evaluate`` does), its checkpoint is
 restored, and ``num_examples`` images with balanced labels (class ``i % num_classes``) are
@@ -32,7 +33,8 @@ def parse(argv: list[str]) -> dict[str, Any]:
     for arg in argv:
         key, sep, value = arg.partition("=")
         if not sep or key not in {*DEFAULTS, "run", "num_examples", "out"}:
-            raise ConfigError(f"{arg!r} is not one of run=, num_examples=, out=, {'=, '.join(DEFAULTS)}=; {USAGE}")
+            known = ", ".join(f"{k}=" for k in ("run", "num_examples", "out", *DEFAULTS))
+            raise ConfigError(f"{arg!r} is not one of {known}; {USAGE}")
         options[key] = value
     for key in ("run", "num_examples"):
         if key not in options:
@@ -57,7 +59,9 @@ def conditional_task(built: Any, cfg: Any, run_dir: Path) -> Any:
     return task
 
 
-def draw(task: Any, state: Any, num_examples: int, seed: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def draw(
+    task: Any, state: Any, num_examples: int, seed: int, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(images in [0, 1], labels) of ``num_examples`` balanced samples, ``batch_size`` at a time."""
     import jax
     import jax.numpy as jnp
@@ -96,16 +100,25 @@ def generate(run_dir: Path, options: dict[str, Any]) -> Path:
     built = experiment.build(cfg)
     task = conditional_task(built, cfg, run_dir)
     state, step = restore_saved(
-        built, run_dir, seed=cfg.seed, mesh_sizes=OmegaConf.to_container(cfg.mesh),
-        replicas=experiment.replicas_of(cfg), choose=lambda steps, best: choose_step(steps, best, options["checkpoint"]),
-    )  # fmt: skip
+        built,
+        run_dir,
+        seed=cfg.seed,
+        mesh_sizes=OmegaConf.to_container(cfg.mesh),
+        replicas=experiment.replicas_of(cfg),
+        choose=lambda steps, best: choose_step(steps, best, options["checkpoint"]),
+    )
     if experiment.replicas_of(cfg).vmapped:  # several seeds trained together: sample from the first
         state = jax.tree.map(lambda a: a[0], state)
     images, labels = draw(task, state, options["num_examples"], options["seed"], options["batch_size"])
     dtype = np.asarray(built.dataset.splits["test"].arrays()["image"][:1]).dtype
     pixels = to_pixels(images, float(cfg.data.pixel_max), dtype)
-    meta = {"run": str(run_dir), "checkpoint_step": step, "seed": options["seed"],
-            "num_examples": len(labels), "source": built.dataset.name}  # fmt: skip
+    meta = {
+        "run": str(run_dir),
+        "checkpoint_step": step,
+        "seed": options["seed"],
+        "num_examples": len(labels),
+        "source": built.dataset.name,
+    }
     return generated.write(out, pixels, labels, built.dataset.class_names, meta)
 
 
@@ -116,8 +129,9 @@ def main(argv: list[str] | None = None) -> None:
         from research.evaluate import saved_run
 
         folder = generate(saved_run(options), options)
+    out = f" data.out={options['out']}" if "out" in options else ""
     print(f"wrote {options['num_examples']} examples to {folder}; train on them with "
-          f"data=generated data.run={options['run']}" + (f" data.out={options['out']}" if "out" in options else ""))  # fmt: skip
+          f"data=generated data.run={options['run']}{out}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -65,8 +65,10 @@ def test_dense_players_read_the_class_once_and_train_in_the_task() -> None:
 
     d = DenseDiscriminator((8, 8, 1 + 2), [6], image_channels=1, rngs=nnx.Rngs(0))
     assert d.layers[0].in_features == 8 * 8 and d.embed.in_features == 2
-    models = {"generator": functools.partial(dense_generator, hidden_sizes=[6]),
-              "discriminator": functools.partial(DenseDiscriminator, hidden_sizes=[6], image_channels=1)}  # fmt: skip
+    models = {
+        "generator": functools.partial(dense_generator, hidden_sizes=[6]),
+        "discriminator": functools.partial(DenseDiscriminator, hidden_sizes=[6], image_channels=1),
+    }
     optimizers = {"generator": lambda n: optax.adam(1e-3), "discriminator": lambda n: optax.adam(1e-3)}
     task = GANTask(models, optimizers, 10, image_data(), noise_dim=5, conditional=True, grid_rows=2)
     state = task.init(jax.random.PRNGKey(0), None)
@@ -79,10 +81,13 @@ def test_dense_players_read_the_class_once_and_train_in_the_task() -> None:
     assert concat.layers[0].in_features == 8 * 8 + 2 and concat.embed is None
     with pytest.raises(ConfigError, match="image_channels"):
         DenseDiscriminator((8, 8, 3), [6], image_channels=4, rngs=nnx.Rngs(0))
+    headed = dense_generator(7, (8, 8, 1), [6], head_channels=2, rngs=nnx.Rngs(0))
+    assert headed(jnp.ones((3, 7))).shape == (3, 8, 8, 1) and headed.head.kernel.shape == (3, 3, 2, 1)
 
 
-SMALL = ("task.models.generator.hidden_sizes=[8]", "task.models.discriminator.hidden_sizes=[8]", "data.batch_size=16",
-         "trainer.steps_per_call=4", "trainer.eval_every=4", "trainer.checkpoint.every=4", *TINY)  # fmt: skip
+SMALL = ("task.models.generator.hidden_sizes=[8]", "task.models.discriminator.hidden_sizes=[8]",
+         "data.batch_size=16", "trainer.steps_per_call=4", "trainer.eval_every=4",
+         "trainer.checkpoint.every=4", *TINY)  # fmt: skip
 
 
 @pytest.mark.slow

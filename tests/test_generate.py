@@ -20,8 +20,9 @@ from tests.conftest import ROOT, TINY, run_train
 DIGITS_TEST = 359  # the real digits test split (20% of each class of 1797)
 CGAN_TINY = ("+experiment=digits_cgan", "+debug=fast", "task.models.generator.hidden_sizes=[8]",
              "task.models.discriminator.hidden_sizes=[8]", *TINY)  # fmt: skip
-GENERATED_DATA = dict(out=None, batch_size=8, eval_batch_size=64, val_fraction=0.1, split_seed=0, in_memory=True,
-                      pixel_max=None, normalize={"mean": None, "std": None}, augment={})  # fmt: skip
+GENERATED_DATA = dict(out=None, batch_size=8, eval_batch_size=64, val_fraction=0.1, split_seed=0,
+                      in_memory=True, pixel_max=None, normalize={"mean": None, "std": None},
+                      augment={})  # fmt: skip
 
 
 def generate(*args: str) -> subprocess.CompletedProcess:
@@ -39,8 +40,9 @@ def cgan_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_parse_types_the_options_and_names_what_is_wrong() -> None:
     options = parse(["run=r", "num_examples=30", "seed=2"])
     assert (options["num_examples"], options["seed"], options["checkpoint"]) == (30, 2, "best")
-    for argv, message in ((["run=r"], "num_examples= is required"), (["run=r", "num_examples=x"], "integers"),
-                          (["run=r", "num_examples=0"], ">= 1"), (["run=r", "num_examples=3", "temp=1"], "temp=1")):  # fmt: skip
+    bad = {"num_examples= is required": ["run=r"], "integers": ["run=r", "num_examples=x"],
+           ">= 1": ["run=r", "num_examples=0"], "temp=1": ["run=r", "num_examples=3", "temp=1"]}  # fmt: skip
+    for message, argv in bad.items():
         with pytest.raises(ConfigError, match=message):
             parse(argv)
 

@@ -43,7 +43,9 @@ class Generated(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     code_path = epath.Path(__file__)  # outside a TFDS package: say where the code is (see digits.py)
     pkg_dir_path = code_path.parent
 
-    def __init__(self, *, images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], about: str, **kw):
+    def __init__(
+        self, *, images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], about: str, **kw
+    ):
         self.images, self.labels, self.class_names, self.about = images, labels, list(class_names), about
         super().__init__(**kw)
 
@@ -71,8 +73,11 @@ class Generated(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
 def write(out: Path, images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], meta: dict) -> Path:
     """Store the samples as a TFDS dataset in the data dir ``out``; returns the dataset's folder."""
-    about = f"Samples of the generator in {meta['run']} (checkpoint {meta['checkpoint_step']}, seed {meta['seed']})."
-    muted = io.StringIO()  # TFDS narrates a build (banner, progress bars); one line from the caller says enough
+    about = (
+        f"Samples of the generator in {meta['run']} "
+        f"(checkpoint {meta['checkpoint_step']}, seed {meta['seed']})."
+    )
+    muted = io.StringIO()  # TFDS narrates a build (banner, progress bars): the caller's one line says enough
     with absl_errors_only(), contextlib.redirect_stdout(muted), contextlib.redirect_stderr(muted):
         builder = Generated(images=images, labels=labels, class_names=class_names, about=about, data_dir=out)
         builder.download_and_prepare(file_format="array_record")
@@ -104,7 +109,7 @@ def source_config(run_dir: Path) -> dict[str, Any]:
         raise ConfigError(f"data.run={run_dir}: no run there (looked for {path})")
     data = OmegaConf.to_container(OmegaConf.load(path), resolve=True).get("data") or {}
     if "_target_" not in data:
-        raise ConfigError(f"data.run={run_dir}: the run was trained without data, so it has no real test split")
+        raise ConfigError(f"data.run={run_dir}: the run was trained without data: no real test split")
     if data.get("classes") is not None:
         raise ConfigError(
             f"data.run={run_dir}: the generator was trained on data.classes={data['classes']}; "
@@ -146,16 +151,16 @@ def load(
     folder = Path(out).expanduser() if out else run_dir / NAME
     builder = open_samples(folder, run_dir)
     real = real_dataset(source)
-    features = builder.info.features
-    if tuple(features["image"].shape) != tuple(real.input_shape) or features["label"].num_classes != real.num_classes:
+    shape, classes = tuple(builder.info.features["image"].shape), builder.info.features["label"].num_classes
+    if shape != tuple(real.input_shape) or classes != real.num_classes:
         raise DataError(
-            f"the samples in {folder} ({features['image'].shape}, {features['label'].num_classes} classes) do not "
-            f"match {real.name} ({real.input_shape}, {real.num_classes} classes), the data of data.run={run_dir}"
+            f"the samples in {folder} ({shape}, {classes} classes) do not match {real.name} "
+            f"({real.input_shape}, {real.num_classes} classes), the data of data.run={run_dir}"
         )
     samples = builder.as_data_source(split="train")
     train, val = carve_validation(len(samples), val_fraction, split_seed)
     if batch_size > len(train):
-        raise ConfigError(f"data.batch_size={batch_size} exceeds the {len(train)} generated training examples")
+        raise ConfigError(f"data.batch_size={batch_size} exceeds the {len(train)} generated train examples")
     splits = {
         "train": TFDSSplit(samples, train, "image", "label", in_memory=in_memory),
         "val": TFDSSplit(samples, val, "image", "label", in_memory=True),

@@ -96,7 +96,9 @@ def dense_generator(
     rngs: nnx.Rngs,
 ) -> DenseGenerator:
     """The MLP generator (see ``DenseGenerator``)."""
-    return DenseGenerator(input_dim, output_shape, hidden_sizes, activation, head_channels, head_kernel, rngs=rngs)
+    return DenseGenerator(
+        input_dim, output_shape, hidden_sizes, activation, head_channels, head_kernel, rngs=rngs
+    )
 
 
 CONDITIONINGS = ("projection", "concat")
