@@ -67,10 +67,7 @@ def load(
     both null means "compute them from the train split". ``augment`` holds the
     fields of ``Augment``. ``build`` holds the options of a bundled or local build.
     """
-    if batch_size <= 0 or eval_batch_size <= 0:
-        raise ConfigError(
-            f"data.batch_size and data.eval_batch_size must be positive, got {batch_size}, {eval_batch_size}"
-        )
+    _check_batch_sizes(batch_size, eval_batch_size)
     data_dir = os.path.expanduser(data_dir)
     builder = _builder(name, data_dir, build)
     sources = _open_sources(builder, name, data_dir)
@@ -82,15 +79,7 @@ def load(
             f"data.batch_size={batch_size} exceeds the {len(train)} training examples of {name}"
         )
 
-    def split(source: Sequence[dict], indices: np.ndarray, stream: bool) -> TFDSSplit:
-        return TFDSSplit(source, indices, image_key, label_key, in_memory=not stream)
-
-    # Only training batches stream: the engine evaluates from arrays kept on device.
-    splits = {
-        "train": split(sources["train"], train, stream=not in_memory),
-        "val": split(sources["train"], val, stream=False),
-        "test": split(sources["test"], np.arange(len(sources["test"])), stream=False),
-    }
+    splits = _splits(sources, train, val, (image_key, label_key), in_memory)
     features = builder.info.features
     input_shape = tuple(features[image_key].shape)
     all_names = _class_names(features, label_key, name, classes, labels_per_class)
@@ -109,6 +98,27 @@ def load(
         eval_batch_size=eval_batch_size,
         class_names=names,
     )
+
+
+def _splits(
+    sources: dict, train: np.ndarray, val: np.ndarray, keys: tuple[str, str], in_memory: bool
+) -> dict[str, TFDSSplit]:
+    """Only training batches stream: the engine evaluates from arrays kept on device."""
+    image_key, label_key = keys
+    return {
+        "train": TFDSSplit(sources["train"], train, image_key, label_key, in_memory=in_memory),
+        "val": TFDSSplit(sources["train"], val, image_key, label_key, in_memory=True),
+        "test": TFDSSplit(
+            sources["test"], np.arange(len(sources["test"])), image_key, label_key, in_memory=True
+        ),
+    }
+
+
+def _check_batch_sizes(batch_size: int, eval_batch_size: int) -> None:
+    if batch_size <= 0 or eval_batch_size <= 0:
+        raise ConfigError(
+            f"data.batch_size and data.eval_batch_size must be positive, got {batch_size}, {eval_batch_size}"
+        )
 
 
 def restrict(

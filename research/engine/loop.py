@@ -86,14 +86,7 @@ class Run:
 
         self.init_rng = replicas.rngs(seed)
         self.example = self.feed.example()
-        abstract = jax.eval_shape(
-            task.init, self.init_rng[0] if replicas.vmapped else self.init_rng, self.example
-        )
-        if replicas.vmapped:
-            abstract = jax.tree.map(
-                lambda a: jax.ShapeDtypeStruct((replicas.count, *a.shape), a.dtype), abstract
-            )
-        self.abstract = abstract
+        self.abstract = abstract = _abstract_state(task, replicas, self.init_rng, self.example)
         shardings = state_shardings(
             self.mesh, abstract, mesh_sizes.get("rules"), leading_axes=int(replicas.vmapped)
         )
@@ -119,12 +112,7 @@ class Run:
         self.evaluation.check_metric(self.metric)
         if not cfg.resume and jax.process_index() == 0:
             set_aside_previous(run_dir)
-        self.ckpt = None
-        if cfg.checkpoint.get("enabled", True):
-            ckpt = cfg.checkpoint
-            self.ckpt = Checkpointer(
-                run_dir / "checkpoints", self.metric, self.mode, ckpt["keep_best"], ckpt["async_save"]
-            )
+        self.ckpt = _checkpointer(cfg.checkpoint, run_dir, self.metric, self.mode)
 
     def call_len(self, step: int) -> int:
         """Steps in the call starting at ``step``: it ends on the next log/eval/save boundary."""
@@ -355,6 +343,21 @@ class Loop:
         self.close_checkpoints()
         self.writers.close()
         return summary
+
+
+def _abstract_state(task: Task, replicas: Replicas, rng: Any, example: Any) -> Any:
+    """Shapes and dtypes of the train state (of every replica, stacked, when vmapped)."""
+    abstract = jax.eval_shape(task.init, rng[0] if replicas.vmapped else rng, example)
+    if not replicas.vmapped:
+        return abstract
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct((replicas.count, *a.shape), a.dtype), abstract)
+
+
+def _checkpointer(ckpt: dict, run_dir: Path, metric: str, mode: str) -> Checkpointer | None:
+    """The run's checkpoints, keeping the best k by ``metric``; None when they are off."""
+    if not ckpt.get("enabled", True):
+        return None
+    return Checkpointer(run_dir / "checkpoints", metric, mode, ckpt["keep_best"], ckpt["async_save"])
 
 
 def _device_copy(state: Any) -> Any:
