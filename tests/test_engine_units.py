@@ -1,15 +1,18 @@
-"""Engine pieces in isolation: call boundaries, eval padding, data order, the JSONL record, mesh sizes."""
+"""Engine pieces in isolation: call boundaries, calls in flight, eval padding, data order, the JSONL
+record, mesh sizes."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from research.engine.feed import eval_indices
 from research.engine.loop import _next_boundary, _steps_per_call
+from research.engine.records import InFlight
 from research.engine.sharding import mesh_shape
 from research.engine.writers import JsonlWriter
 from research.errors import ConfigError
@@ -37,6 +40,21 @@ def test_steps_per_call_divides_the_intervals_when_it_can(
     limit: int, intervals: tuple, expected: int
 ) -> None:
     assert _steps_per_call(limit, *intervals) == expected
+
+
+def test_calls_in_flight_are_read_oldest_first_and_capped_on_cpu_meshes() -> None:
+    capped, free = InFlight(limit=16), InFlight(limit=None)
+    for step, n in [(0, 10), (10, 6), (16, 10)]:
+        for queue in (capped, free):
+            queue.add(step, n, {"loss": jnp.full((n,), float(step))})
+        if step == 10:
+            assert capped.full()  # 16 steps queued: a CPU mesh reads now
+            assert [c[:2] for c in capped.read()] == [(0, 10), (10, 6)]
+    assert not free.full()
+    calls = free.read()
+    assert [c[:2] for c in calls] == [(0, 10), (10, 6), (16, 10)]
+    assert all(isinstance(m["loss"], np.ndarray) and (m["loss"] == s).all() for s, _, m in calls)
+    assert free.calls == [] and [c[:2] for c in capped.read()] == [(16, 10)]
 
 
 def test_eval_indices_cover_every_example_once() -> None:

@@ -26,7 +26,7 @@ from research.engine.evaluation import TEST, VAL, Evaluation
 from research.engine.preemption import PreemptionFlag
 from research.engine.profiler import ProfileWindow
 from research.engine.progress import make_progress
-from research.engine.records import TrainWindow, check_finite, write_plots
+from research.engine.records import InFlight, TrainWindow, check_finite, write_plots
 from research.engine.replicas import Replicas
 from research.engine.run_state import (
     SavePolicy,
@@ -113,6 +113,7 @@ class Run:
         if not cfg.resume and jax.process_index() == 0:
             set_aside_previous(run_dir)
         self.ckpt = _checkpointer(cfg.checkpoint, run_dir, self.metric, self.mode)
+        self.queue_limit = self.per_call if _cpu_collectives(self.mesh) else None
 
     def call_len(self, step: int) -> int:
         """Steps in the call starting at ``step``: it ends on the next log/eval/save boundary."""
@@ -205,6 +206,9 @@ class Loop:
         self.train_s, self.train_steps, self.stopped_early = 0.0, 0, False
         self.preempt = PreemptionFlag()
         self.last_record: dict = {}
+        self.ahead: tuple[tuple[int, int], Any] | None = None  # the next call's xs, made early
+        self.in_flight = InFlight(run.queue_limit)
+        self.started, self.compiled_before = 0.0, 0.0
 
     def train(self, state: Any) -> Any:
         run = self.run
@@ -216,10 +220,12 @@ class Loop:
             while self.step < run.steps and not self.stopped_early:
                 n = run.call_len(self.step)
                 profile.before(self.step, n)
-                state, metrics = self._call(state, n)
+                state = self._call(state, n)
+                if profile.active:  # the trace holds whole calls
+                    self._read()
                 profile.after(self.step)
-                progress.update(self.step, n, self.window.postfix(self.train_steps / max(self.train_s, 1e-9)))
                 state = self._boundary(state, n)
+                progress.update(self.step, n, self.window.postfix(self.train_steps / max(self.train_s, 1e-9)))
                 if self.preempt.set:
                     break
         finally:
@@ -228,36 +234,61 @@ class Loop:
             self.preempt.restore()
         return state
 
-    def _call(self, state: Any, n: int) -> tuple[Any, dict]:
+    def _call(self, state: Any, n: int) -> Any:
+        """Dispatch steps [step, step + n); their metrics are read when a boundary needs them."""
         run = self.run
-        xs = run.feed.xs(self.step, n)
-        compile_before = run.programs.trace_s + run.programs.compile_s
-        t0 = time.perf_counter()
-        state, metrics = run.programs.train(state, run.feed.data, xs)
-        metrics = jax.device_get(metrics)  # the sync: at most one call in flight
-        self.train_s += (
-            time.perf_counter() - t0 - (run.programs.trace_s + run.programs.compile_s - compile_before)
-        )
-        check_finite(metrics, run.task.finite, self.step, run.ckpt)
+        if not self.in_flight.calls:
+            self.started = time.perf_counter()
+            self.compiled_before = run.programs.trace_s + run.programs.compile_s
+        state, metrics = run.programs.train(state, run.feed.data, self._xs(self.step, n))
+        self.in_flight.add(self.step, n, metrics)
         self.step += n
-        self.train_steps += n
-        self.window.add(metrics, n)
-        return state, metrics
+        self._make_ahead(self.step)  # host work while the device runs this call
+        if self.in_flight.full():
+            self._read()
+        return state
+
+    def _read(self) -> None:
+        """Wait for the calls in flight and take in their metrics: the host sync."""
+        run = self.run
+        if not self.in_flight.calls:
+            return
+        calls = self.in_flight.read()
+        compiled = run.programs.trace_s + run.programs.compile_s - self.compiled_before
+        self.train_s += time.perf_counter() - self.started - compiled
+        for step, n, metrics in calls:
+            check_finite(metrics, run.task.finite, step, run.ckpt)
+            self.train_steps += n
+            self.window.add(metrics, n)
+
+    def _xs(self, step: int, n: int) -> Any:
+        if self.ahead is not None and self.ahead[0] == (step, n):
+            return self.ahead[1]
+        return self.run.feed.xs(step, n)
+
+    def _make_ahead(self, step: int) -> None:
+        """The next call's indices, when they depend on the step alone (not a stream's iterator,
+        whose checkpointed position must not run ahead of the state).
+        """
+        run = self.run
+        self.ahead = None
+        if run.feed.kind != "stream" and step < run.steps:
+            n = run.call_len(step)
+            self.ahead = ((step, n), run.feed.xs(step, n))
 
     def _boundary(self, state: Any, n: int) -> Any:
         """Log, evaluate, check early stopping and save, each when its interval ends here."""
         run, step = self.run, self.step
         at_end = step >= run.steps
         record = {}
-        if (
-            step // run.cfg.log_every > (step - n) // run.cfg.log_every
-            or step % run.eval_every == 0
-            or at_end
-        ):
+        logs = step // run.cfg.log_every > (step - n) // run.cfg.log_every or step % run.eval_every == 0
+        due = run.evaluation.due(step, at_end)
+        if logs or due or at_end or self.preempt.set:
+            self._read()
+        if logs or at_end:
             record.update(self.window.means())
             record["train/steps_per_s"] = self.train_steps / max(self.train_s, 1e-9)
             self.last_record.update(record)
-        due = run.evaluation.due(step, at_end)
         evaluated = None
         if due:
             outcome = run.evaluation.run(state, step, due, VAL)
@@ -275,6 +306,7 @@ class Loop:
             self.on_eval(step, evaluated)
         finishing = (at_end or self.stopped_early) and not self.preempt.set
         if run.ckpt and run.save_policy.due(step, finishing or self.preempt.set):
+            self._read()  # a state is saved only once its steps' metrics are checked
             self.save(state, step, evaluated)
         return state
 
@@ -358,6 +390,11 @@ def _checkpointer(ckpt: dict, run_dir: Path, metric: str, mode: str) -> Checkpoi
     if not ckpt.get("enabled", True):
         return None
     return Checkpointer(run_dir / "checkpoints", metric, mode, ckpt["keep_best"], ckpt["async_save"])
+
+
+def _cpu_collectives(mesh: Any) -> bool:
+    """Whether steps run collectives across several CPU devices (they hang with a long queue)."""
+    return mesh.devices.size > 1 and mesh.devices.flat[0].platform == "cpu"
 
 
 def _device_copy(state: Any) -> Any:
