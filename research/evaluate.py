@@ -19,7 +19,10 @@ from typing import Any
 from research import cli
 from research.errors import ConfigError
 
-USAGE = "usage: python -m research.evaluate run=<run dir> [checkpoint=best|latest|<step>] [split=test] [overrides]"
+USAGE = (
+    "usage: python -m research.evaluate run=<run dir> [checkpoint=best|latest|<step>] [split=test] "
+    "[overrides]"
+)
 
 
 def parse(argv: list[str]) -> tuple[dict[str, str], list[str]]:

@@ -40,8 +40,12 @@ def parse(argv: list[str]) -> dict[str, Any]:
     if "run" not in options:
         raise ConfigError(f"run=<run dir> is required; {USAGE}")
     try:
-        typed = {"max_new_tokens": int(options["max_new_tokens"]), "temperature": float(options["temperature"]),
-                 "top_k": int(options["top_k"]), "seed": int(options["seed"])}  # fmt: skip
+        typed = {
+            "max_new_tokens": int(options["max_new_tokens"]),
+            "temperature": float(options["temperature"]),
+            "top_k": int(options["top_k"]),
+            "seed": int(options["seed"]),
+        }
     except ValueError as e:
         raise ConfigError(f"{e}: max_new_tokens, top_k and seed are integers, temperature a number") from None
     if typed["max_new_tokens"] < 1 or typed["temperature"] < 0 or typed["top_k"] < 0:
@@ -68,9 +72,13 @@ def sample(options: dict[str, Any]) -> str:
     if not hasattr(task, "vocab_size"):
         raise ConfigError(f"run={options['run']} trained task={cfg.task._target_}, not a language model")
     state, _ = restore_saved(
-        built, options["run"], seed=cfg.seed, mesh_sizes=OmegaConf.to_container(cfg.mesh),
-        replicas=experiment.replicas_of(cfg), choose=lambda steps, best: choose_step(steps, best, options["checkpoint"]),
-    )  # fmt: skip
+        built,
+        options["run"],
+        seed=cfg.seed,
+        mesh_sizes=OmegaConf.to_container(cfg.mesh),
+        replicas=experiment.replicas_of(cfg),
+        choose=lambda steps, best: choose_step(steps, best, options["checkpoint"]),
+    )
     if experiment.replicas_of(cfg).vmapped:  # several seeds trained together: sample from the first
         state = jax.tree.map(lambda a: a[0], state)
     tokenizer = from_info(built.dataset.info)

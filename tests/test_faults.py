@@ -71,8 +71,8 @@ def test_an_error_found_while_building_leaves_no_run_directory(tmp_path: Path) -
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: optimizer.schedule.warmup_steps=100 must be below decay_steps=40 (this run makes 40 optimizer "
-        "updates): lower it or use optimizer/schedule=constant"
+        "error: optimizer.schedule.warmup_steps=100 must be below decay_steps=40 (this run makes 40 "
+        "optimizer updates): lower it or use optimizer/schedule=constant"
     ]
     assert not run_dir.exists()
 
@@ -127,7 +127,8 @@ def test_a_disk_that_fills_during_a_save_is_one_line_and_the_previous_checkpoint
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         (line,) = proc.stderr.strip().splitlines()
         failed, good = re.match(
-            r"error: could not write the checkpoint of step (\d+) .* the last good checkpoint is step (\d+) in ",
+            r"error: could not write the checkpoint of step (\d+) .* "
+            r"the last good checkpoint is step (\d+) in ",
             line,
         ).groups()
         assert int(good) < int(failed) and f"in {run_dir / 'checkpoints'}:" in line

@@ -81,11 +81,13 @@ def test_train_a_tiny_lm_then_sample_from_its_checkpoint(tmp_path: Path) -> None
     text = "to be or not to be that is the question " * 60
     (tmp_path / "corpus.txt").write_text(text)
     run_dir = tmp_path / "run"
-    run_train("task=language_model", "model=transformer_lm", "data=text_files", f"data.path={tmp_path / 'corpus.txt'}",
-              "data.context=16", "data.stride=4", "data.batch_size=8", "model.dim=32", "model.depth=1",
-              "model.num_heads=2", "model.mlp_dim=64", "trainer.max_steps=30", "trainer.eval_every=15",
-              "trainer.steps_per_call=15", "optimizer/schedule=constant", "name=tiny_lm", *TINY,
-              f"hydra.run.dir={run_dir}")  # fmt: skip
+    run_train(
+        "task=language_model", "model=transformer_lm", "data=text_files",
+        f"data.path={tmp_path / 'corpus.txt'}", "data.context=16", "data.stride=4", "data.batch_size=8",
+        "model.dim=32", "model.depth=1", "model.num_heads=2", "model.mlp_dim=64", "trainer.max_steps=30",
+        "trainer.eval_every=15", "trainer.steps_per_call=15", "optimizer/schedule=constant", "name=tiny_lm",
+        *TINY, f"hydra.run.dir={run_dir}",
+    )  # fmt: skip
     vocab = set(CharTokenizer.fit(text[: round(0.9 * len(text))]).itos)
     out = sample_cmd(run_dir, "prompt=to be", "max_new_tokens=40", "temperature=1.0", "top_k=5", "seed=1")
     assert out.startswith("to be") and len(out) == len("to be") + 40
@@ -95,7 +97,12 @@ def test_train_a_tiny_lm_then_sample_from_its_checkpoint(tmp_path: Path) -> None
 
 
 def test_sample_without_a_run_is_one_line(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "research.sample", "prompt=x"], capture_output=True, text=True,
-                          timeout=60, cwd=ROOT)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "research.sample", "prompt=x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "run=<run dir> is required" in proc.stderr

@@ -71,8 +71,8 @@ def test_init_from_loads_the_body_and_reinitialises_a_head_of_another_size(
     )
     source = read_arrays(checkpoint_state_dir(cnn_run))  # the best state, wherever it is saved
     assert (
-        "mismatched (re-initialised) 2: params/head/bias (10,) -> (5,), params/head/kernel (64, 10) -> (64, 5)"
-        in proc.stdout
+        "mismatched (re-initialised) 2: params/head/bias (10,) -> (5,), "
+        "params/head/kernel (64, 10) -> (64, 5)" in proc.stdout
     )
     loaded = next(line for line in proc.stdout.splitlines() if line.strip().startswith("loaded"))
     assert "params/blocks/0/conv/kernel" in loaded and "model_state/blocks/0/norm/mean" in loaded

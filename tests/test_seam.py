@@ -194,7 +194,8 @@ def test_a_users_own_recipe_and_model_outside_the_project_train(tmp_path: Path) 
     (configs / "model" / "my_net.yaml").write_text("_target_: my_models.TinyNet\nwidth: 32\n")
     (configs / "experiment" / "my_recipe.yaml").write_text(
         "# @package _global_\ndefaults:\n  - override /model: my_net\nname: my_recipe\n"
-        "optimizer:\n  learning_rate: 1e-2\ntrainer:\n  max_steps: 40\n  eval_every: 20\nlogger:\n  wandb: null\n"
+        "optimizer:\n  learning_rate: 1e-2\ntrainer:\n  max_steps: 40\n  eval_every: 20\n"
+        "logger:\n  wandb: null\n"
     )
     env = {"PYTHONPATH": str(package)}
     run_dir = tmp_path / "run"

@@ -7,9 +7,9 @@ Metrics are exact sums over a split, in the data's (standardised) units: ``mse``
 ``rmse_original`` = rmse x ``info["y_std"]`` in the target's own units when the data was
 scaled. ``relative_to_last`` (forecasting): the model sees the window minus its last value and
 predicts the horizon minus it, so a trending series (co2 rises past its training range) never
-asks the network for values it has not seen. A source's ``info["baseline_test_rmse"]`` (last value, seasonal naive, train mean;
-already in original units) is recorded beside them as ``test/baseline_<name>_rmse``, so a
-summary says whether the model beat them.
+asks the network for values it has not seen. A source's ``info["baseline_test_rmse"]`` (last
+value, seasonal naive, train mean; already in original units) is recorded beside them as
+``test/baseline_<name>_rmse``, so a summary says whether the model beat them.
 """
 
 from __future__ import annotations

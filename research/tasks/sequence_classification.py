@@ -48,12 +48,15 @@ class SequenceClassificationTask(SupervisedTask):
             raise ConfigError(
                 f"task=sequence_classification needs labelled sequences; data={dataset.name} has no classes"
             )
-        hint = "choose a text or sequence data= (imdb_reviews), or set task.inputs to the field holding the sequence"
+        hint = (
+            "choose a text or sequence data= (imdb_reviews), or set task.inputs to the field holding "
+            "the sequence"
+        )
         require_fields(arrays, (inputs, "label"), "sequence_classification", dataset, hint)
         if len(dataset.input_shape) > 2:
             raise ConfigError(
-                f"task=sequence_classification reads sequences; data={dataset.name} gives {tuple(dataset.input_shape)} "
-                "examples (images: use task=classification)"
+                f"task=sequence_classification reads sequences; data={dataset.name} gives "
+                f"{tuple(dataset.input_shape)} examples (images: use task=classification)"
             )
         self.inputs, self.num_classes = inputs, dataset.num_classes
         kwargs = {"input_shape": tuple(dataset.input_shape), "num_outputs": self.num_classes,
