@@ -33,10 +33,11 @@ def check_env_rng(task: str, impl: str) -> str:
 def env_keys(key: jax.Array, shape: tuple[int, ...], impl: str) -> jax.Array:
     """Typed keys of ``impl`` for env steps, drawn from a threefry ``key`` in one bulk call.
 
-    gymnax splits its key and samples inside every step (the auto-reset). On CPU a
-    threefry call is a rolled loop of ~80 small ops, several times the cost of the
-    CartPole step itself; ``unsafe_rbg`` keys make those calls single fused ops. Its
-    key data (4 words) is filled from threefry here, so the streams stay independent.
+    gymnax splits its key and samples inside every step (the auto-reset). With jax 0.10 on
+    CPU a threefry call was a rolled loop of ~80 small ops, several times the cost of the
+    CartPole step itself, and ``unsafe_rbg`` keys (single fused ops) made PPO 1.3x faster;
+    with jax 0.11 threefry is the faster of the two (docs/benchmarks.md). ``unsafe_rbg`` key
+    data (4 words) is filled from threefry here, so the streams stay independent.
     """
     if impl == "threefry2x32":
         return jax.random.wrap_key_data(jax.random.split(key, shape))
