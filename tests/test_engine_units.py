@@ -12,6 +12,7 @@ import pytest
 
 from research.engine.feed import eval_indices
 from research.engine.loop import _next_boundary, _steps_per_call
+from research.engine.plots import curve_series
 from research.engine.records import InFlight
 from research.engine.sharding import mesh_shape
 from research.engine.writers import JsonlWriter
@@ -55,6 +56,18 @@ def test_calls_in_flight_are_read_oldest_first_and_capped_on_cpu_meshes() -> Non
     assert [c[:2] for c in calls] == [(0, 10), (10, 6), (16, 10)]
     assert all(isinstance(m["loss"], np.ndarray) and (m["loss"] == s).all() for s, _, m in calls)
     assert free.calls == [] and [c[:2] for c in capped.read()] == [(16, 10)]
+
+
+def test_learning_curves_show_the_metrics_recorded_on_several_splits() -> None:
+    history = [
+        {"step": 10, "train/loss": 1.0, "train/steps_per_s": 900.0, "train/my_score": 0.1},
+        {"step": 10, "val/my_score": 0.2, "val/loss": 1.1, "val/only_here": 3.0},
+        {"step": 20, "train/loss": 0.5, "train/my_score": 0.3},
+    ]
+    panels = curve_series(history)
+    assert sorted(panels) == ["loss", "my_score"]
+    assert panels["loss"]["train"] == ([10, 20], [1.0, 0.5]) and panels["my_score"]["val"] == ([10], [0.2])
+    assert sorted(curve_series([{"step": 1, "train/a": 1.0, "train/b": 2.0}])) == ["a", "b"]
 
 
 def test_eval_indices_cover_every_example_once() -> None:

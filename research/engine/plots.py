@@ -21,8 +21,10 @@ def read_history(path: Path) -> list[dict]:
     return records
 
 
-def learning_curves(history: list[dict], out: Path, title: str) -> Path | None:
-    """One panel per metric name (loss, accuracy, return...), train and val/eval overlaid."""
+def curve_series(history: list[dict]) -> dict[str, dict[str, tuple[list, list]]]:
+    """metric -> split -> (steps, values) for the panels: the metrics recorded on more than one
+    split (train and val/eval, overlaid); when no metric is, every metric.
+    """
     series: dict[str, dict[str, tuple[list, list]]] = {}
     for record in history:
         for key, value in record.items():
@@ -32,7 +34,12 @@ def learning_curves(history: list[dict], out: Path, title: str) -> Path | None:
             xs, ys = series.setdefault(metric, {}).setdefault(split, ([], []))
             xs.append(record["step"])
             ys.append(value)
-    shared = {m: s for m, s in series.items() if m in ("loss", "accuracy", "return", "f1")} or series
+    return {m: s for m, s in series.items() if len(s) > 1} or series
+
+
+def learning_curves(history: list[dict], out: Path, title: str) -> Path | None:
+    """One panel per metric of ``curve_series``."""
+    shared = curve_series(history)
     if not shared:
         return None
     plt = pyplot()
