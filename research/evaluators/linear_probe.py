@@ -82,31 +82,40 @@ class LinearProbe:
         return ("probe_accuracy", *(f"{n}_probe_accuracy" for n in self.baselines))
 
     def _probe(
-        self, featurize: Callable[[jax.Array], jax.Array], batches: dict, weights: jax.Array
+        self,
+        featurize: Callable[[jax.Array], jax.Array],
+        batches: dict,
+        weights: jax.Array,
+        train: tuple[jax.Array, jax.Array],
     ) -> jax.Array:
         images = batches["image"].reshape(-1, *batches["image"].shape[2:])
         labels = self.labels({"image": images, "label": batches["label"].reshape(-1)})
-        return self.fit(
-            featurize(self.train[0]), self.train[1], featurize(images), labels, weights.reshape(-1)
-        )
+        return self.fit(featurize(train[0]), train[1], featurize(images), labels, weights.reshape(-1))
 
     def program(self, ctx: Any, name: str) -> Any:
+        """The probe's program; its training set is an argument, not a constant baked into it
+        (XLA would fold a 10,000-image constant through the encoder's first layers at compile).
+        """
         if name not in self._programs:
             if name == "probe":
                 fn = ctx.per_replica(
-                    lambda s, b, w: self._probe(lambda x: self.features(s, x), b, w), in_axes=(0, None, None)
+                    lambda s, b, w, t: self._probe(lambda x: self.features(s, x), b, w, t),
+                    in_axes=(0, None, None, None),
                 )
             else:
-                fn = lambda s, b, w: self._probe(self.baselines[name], b, w)  # noqa: E731
+                fn = lambda s, b, w, t: self._probe(self.baselines[name], b, w, t)  # noqa: E731
             self._programs[name] = jax.jit(fn)
         return self._programs[name]
 
     def prepare(self, ctx: Any, state: Any, data: tuple) -> None:
-        ctx.submit(self.program(ctx, "probe"), state, *data)
+        ctx.submit(self.program(ctx, "probe"), state, *data, self.train)
 
     def __call__(self, ctx: Any, state: Any, data: tuple) -> Result:
-        metrics = {"probe_accuracy": jax.device_get(ctx.run(self.program(ctx, "probe"), state, *data))}
+        probe = ctx.run(self.program(ctx, "probe"), state, *data, self.train)
+        metrics = {"probe_accuracy": jax.device_get(probe)}
         if ctx.final:
             for name in self.baselines:
-                metrics[f"{name}_probe_accuracy"] = jax.device_get(self.program(ctx, name)(None, *data))
+                metrics[f"{name}_probe_accuracy"] = jax.device_get(
+                    self.program(ctx, name)(None, *data, self.train)
+                )
         return Result(metrics)
