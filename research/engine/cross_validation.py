@@ -164,7 +164,7 @@ class FoldEvaluation(Evaluation):
 
     def run(self, state: Any, step: int, names: list[str], split: str, final: bool | None = None) -> Outcome:
         """Every fold's validation, whatever ``split`` says: a CV run has no test pass, and no
-        end-of-run reports (a fold's confusion matrix is not the test's).
+        end-of-run reports (a fold's arrays are not the test's).
         """
         self.ctx.final, self.ctx.step = False, step
         outcomes = []

@@ -99,7 +99,7 @@ class Evaluation:
         self.data = feeds.eval_arrays(dataset, mesh) if needs_data else {}
 
     def metric_names(self, split: str = VAL) -> set[str]:
-        """Every scalar name an evaluation of ``split`` can record, e.g. ``val/accuracy``."""
+        """Every scalar name an evaluation of ``split`` can record, e.g. ``val/<metric>``."""
         return {f"{self._prefix(e, split)}/{m}" for e in self.evaluators.values() for m in e.metric_names()}
 
     def check_metric(self, metric: str) -> None:
