@@ -2,7 +2,7 @@
 
 Runs unchanged on a GPU, a TPU or the CPU and prints markdown tables. Each case is
 the framework's own compiled train chunk (``research.engine.steps.Programs``: K
-scanned steps per dispatch, metrics fetched once per call, as in a run) on the
+scanned steps per dispatch, metrics fetched once per call) on the
 composed digits config with the case's overrides; compile time is excluded.
 
 - FLOPs per step: XLA's cost analysis of one compiled train step (forward,
@@ -114,7 +114,7 @@ def steps_per_s(feed, programs, state, seconds: float, per_call: int) -> float:
     step, start = per_call, time.perf_counter()
     while step == per_call or time.perf_counter() - start < seconds:
         state, metrics = programs.train(state, feed.data, feed.xs(step, per_call))
-        jax.device_get(metrics)  # one host sync per call, as the loop does
+        jax.device_get(metrics)  # one host sync per call (the loop reads at boundaries on one device)
         step += per_call
     return (step - per_call) / (time.perf_counter() - start)
 
