@@ -136,6 +136,10 @@ class Checkpointer:
             import grain
 
             items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+        # The previous write finishes first (Orbax's save would wait for it anyway), so the space
+        # check and the "last good checkpoint" of an error count it, and no write is left running
+        # when a failed save ends the run.
+        self.wait()
         with self._write_errors(step):
             self._check_space(state if best is None else (state, best[1]))
             self.manager.save(step, args=ocp.args.Composite(**items), force=True)
