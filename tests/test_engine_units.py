@@ -10,10 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from research.engine.calls import InFlight
 from research.engine.feed import eval_indices
 from research.engine.loop import _next_boundary, _steps_per_call
 from research.engine.plots import curve_series
-from research.engine.records import InFlight
 from research.engine.sharding import mesh_shape
 from research.engine.writers import JsonlWriter
 from research.errors import ConfigError

@@ -19,6 +19,7 @@ import numpy as np
 
 from research.data.base import Dataset
 from research.engine import feed as feeds
+from research.engine.calls import IndicesAhead, InFlight
 from research.engine.checkpoint import Checkpointer
 from research.engine.cross_validation import FoldEvaluation, FoldPlan
 from research.engine.early_stopping import BestTracker
@@ -26,7 +27,7 @@ from research.engine.evaluation import TEST, VAL, Evaluation
 from research.engine.preemption import PreemptionFlag
 from research.engine.profiler import ProfileWindow
 from research.engine.progress import make_progress
-from research.engine.records import InFlight, TrainWindow, check_finite, write_plots
+from research.engine.records import TrainWindow, check_finite, write_plots
 from research.engine.replicas import Replicas
 from research.engine.run_state import (
     SavePolicy,
@@ -206,7 +207,7 @@ class Loop:
         self.train_s, self.train_steps, self.stopped_early = 0.0, 0, False
         self.preempt = PreemptionFlag()
         self.last_record: dict = {}
-        self.ahead: tuple[tuple[int, int], Any] | None = None  # the next call's xs, made early
+        self.ahead = IndicesAhead(run.feed)
         self.in_flight = InFlight(run.queue_limit)
         self.started, self.compiled_before = 0.0, 0.0
 
@@ -240,10 +241,11 @@ class Loop:
         if not self.in_flight.calls:
             self.started = time.perf_counter()
             self.compiled_before = run.programs.trace_s + run.programs.compile_s
-        state, metrics = run.programs.train(state, run.feed.data, self._xs(self.step, n))
+        state, metrics = run.programs.train(state, run.feed.data, self.ahead.xs(self.step, n))
         self.in_flight.add(self.step, n, metrics)
         self.step += n
-        self._make_ahead(self.step)  # host work while the device runs this call
+        if self.step < run.steps:  # host work while the device runs this call
+            self.ahead.make(self.step, run.call_len(self.step))
         if self.in_flight.full():
             self._read()
         return state
@@ -260,21 +262,6 @@ class Loop:
             check_finite(metrics, run.task.finite, step, run.ckpt)
             self.train_steps += n
             self.window.add(metrics, n)
-
-    def _xs(self, step: int, n: int) -> Any:
-        if self.ahead is not None and self.ahead[0] == (step, n):
-            return self.ahead[1]
-        return self.run.feed.xs(step, n)
-
-    def _make_ahead(self, step: int) -> None:
-        """The next call's indices, when they depend on the step alone (not a stream's iterator,
-        whose checkpointed position must not run ahead of the state).
-        """
-        run = self.run
-        self.ahead = None
-        if run.feed.kind != "stream" and step < run.steps:
-            n = run.call_len(step)
-            self.ahead = ((step, n), run.feed.xs(step, n))
 
     def _boundary(self, state: Any, n: int) -> Any:
         """Log, evaluate, check early stopping and save, each when its interval ends here."""

@@ -5,39 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 
 from research.engine import plots
 from research.errors import NonFiniteLossError
-
-
-class InFlight:
-    """Train calls dispatched whose metrics the host has not read yet.
-
-    Reading metrics is a host sync, and a loop that syncs after every call leaves the device
-    idle while the host prepares the next one (the hand-written loop never syncs). So the loop
-    reads them only when a boundary needs them (a record, an evaluation, a save, the end), and
-    the device has the next call queued meanwhile. ``limit``: the most steps in flight, for
-    CPU meshes of several devices, whose collectives hang with more than ~32 steps queued.
-    """
-
-    def __init__(self, limit: int | None):
-        self.limit = limit
-        self.calls: list[tuple[int, int, Any]] = []
-
-    def add(self, step: int, n: int, metrics: Any) -> None:
-        self.calls.append((step, n, metrics))
-
-    def full(self) -> bool:
-        return self.limit is not None and sum(n for _, n, _ in self.calls) >= self.limit
-
-    def read(self) -> list[tuple[int, int, dict]]:
-        """(first step, steps, metrics on host) of every call in flight, oldest first; waits for them."""
-        metrics = jax.device_get([m for _, _, m in self.calls])
-        calls = [(step, n, m) for (step, n, _), m in zip(self.calls, metrics, strict=True)]
-        self.calls = []
-        return calls
 
 
 class TrainWindow:
