@@ -39,6 +39,14 @@ class InFlight:
         return calls
 
 
+def queue_limit(mesh: Any, steps_per_call: int) -> int | None:
+    """The most steps in flight: one call on CPU meshes of several devices (their collectives
+    hang with more than ~32 steps queued), else no limit (boundaries read them).
+    """
+    cpu_collectives = mesh.devices.size > 1 and mesh.devices.flat[0].platform == "cpu"
+    return steps_per_call if cpu_collectives else None
+
+
 class IndicesAhead:
     """The next call's ``xs``, made early, when they depend on the step alone: memory and RL
     feeds, not a stream, whose iterator position is checkpointed with the state and must not

@@ -19,7 +19,7 @@ import numpy as np
 
 from research.data.base import Dataset
 from research.engine import feed as feeds
-from research.engine.calls import IndicesAhead, InFlight
+from research.engine.calls import IndicesAhead, InFlight, queue_limit
 from research.engine.checkpoint import Checkpointer
 from research.engine.cross_validation import FoldEvaluation, FoldPlan
 from research.engine.early_stopping import BestTracker
@@ -114,7 +114,7 @@ class Run:
         if not cfg.resume and jax.process_index() == 0:
             set_aside_previous(run_dir)
         self.ckpt = _checkpointer(cfg.checkpoint, run_dir, self.metric, self.mode)
-        self.queue_limit = self.per_call if _cpu_collectives(self.mesh) else None
+        self.queue_limit = queue_limit(self.mesh, self.per_call)
 
     def call_len(self, step: int) -> int:
         """Steps in the call starting at ``step``: it ends on the next log/eval/save boundary."""
@@ -377,11 +377,6 @@ def _checkpointer(ckpt: dict, run_dir: Path, metric: str, mode: str) -> Checkpoi
     if not ckpt.get("enabled", True):
         return None
     return Checkpointer(run_dir / "checkpoints", metric, mode, ckpt["keep_best"], ckpt["async_save"])
-
-
-def _cpu_collectives(mesh: Any) -> bool:
-    """Whether steps run collectives across several CPU devices (they hang with a long queue)."""
-    return mesh.devices.size > 1 and mesh.devices.flat[0].platform == "cpu"
 
 
 def _device_copy(state: Any) -> Any:
