@@ -8,6 +8,7 @@ import pytest
 from flax import nnx
 
 from research.errors import ConfigError
+from research.models.autoencoder import conv_autoencoder
 from research.models.cnn import CNN
 from research.models.conv import im2col_conv, im2col_conv_general_dilated, tiled_max_pool
 
@@ -78,8 +79,21 @@ def test_cnn_gives_the_same_outputs_and_state_with_either_implementation():
     np.testing.assert_allclose(fast(x), xla(x), **TOL)
 
 
+def test_the_conv_autoencoder_and_gan_players_give_the_same_outputs_with_either_implementation():
+    """ConvEncoder's strided convs and ConvDecoder's upsampling convs (the VAE's, the DCGAN's)."""
+    x = normal(3, (4, 8, 8, 1))
+    make = lambda impl: conv_autoencoder((8, 8, 1), 3, [4, 8], conv_impl=impl, rngs=nnx.Rngs(0))
+    fast, xla = make("im2col"), make("xla")
+    assert jax.tree.structure(nnx.state(fast)) == jax.tree.structure(nnx.state(xla))
+    np.testing.assert_allclose(fast.encode(x), xla.encode(x), **TOL)
+    z = normal(4, (4, 3))
+    np.testing.assert_allclose(fast.decode(z), xla.decode(z), **TOL)
+
+
 def test_unknown_implementations_are_config_errors():
     with pytest.raises(ConfigError, match="model.conv_impl='fft'"):
         CNN((8, 8, 1), 10, [4], conv_impl="fft", rngs=nnx.Rngs(0))
     with pytest.raises(ConfigError, match="model.pool_impl"):
         CNN((8, 8, 1), 10, [4], pool_impl="median", rngs=nnx.Rngs(0))
+    with pytest.raises(ConfigError, match="model.conv_impl='fft'"):
+        conv_autoencoder((8, 8, 1), 3, [4], conv_impl="fft", rngs=nnx.Rngs(0))

@@ -31,13 +31,35 @@ def test_the_losses_by_hand() -> None:
     assert float(g_losses(fake, "hinge")[0]) == 1.0
 
 
-def make_task(conditional: bool) -> GANTask:
+def make_task(conditional: bool, **kwargs) -> GANTask:
     models = {
         "generator": functools.partial(generator, channels=[4], kernel_size=3),
         "discriminator": functools.partial(discriminator, channels=[4], kernel_size=3),
     }
     optimizers = {"generator": lambda n: optax.adam(1e-3), "discriminator": lambda n: optax.sgd(1e-2)}
-    return GANTask(models, optimizers, 10, image_data(), noise_dim=5, conditional=conditional, grid_rows=2)
+    return GANTask(
+        models, optimizers, 10, image_data(), noise_dim=5, conditional=conditional, grid_rows=2, **kwargs
+    )
+
+
+def test_the_r1_penalty_is_the_squared_input_gradient_and_joins_only_the_discriminator_loss() -> None:
+    """For D(x) = w.x + b the penalty is |w|^2 for every image; gamma/2 of it is added to d_loss."""
+    task = make_task(False, r1_gamma=4.0)
+    state = task.init(jax.random.PRNGKey(0), None)
+    real = jnp.asarray(image_data().splits["train"].arrays()["image"][:8], jnp.float32)
+    linear = lambda images: images.reshape(len(images), -1) @ jnp.arange(64.0) / 64  # noqa: E731
+    task.discriminate = lambda d, images, labels: linear(images)
+    assert float(task.r1_penalty(state["discriminator"], real, None)) == pytest.approx(
+        float(jnp.sum((jnp.arange(64.0) / 64) ** 2)), rel=1e-5
+    )
+    plain = make_task(False)
+    batch = {"image": real, "label": jnp.zeros(8, jnp.int32)}
+    _, with_r1 = jax.jit(make_task(False, r1_gamma=4.0).train_step)(state, batch)
+    _, without = jax.jit(plain.train_step)(state, batch)
+    assert float(with_r1["d_loss"]) > float(without["d_loss"])  # the penalty at the real images
+    assert float(with_r1["g_loss"]) != float(without["g_loss"])  # D moved differently, G's step follows it
+    with pytest.raises(ConfigError, match="task.r1_gamma"):
+        make_task(False, r1_gamma=-1.0)
 
 
 @pytest.mark.parametrize("conditional", [False, True])

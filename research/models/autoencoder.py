@@ -20,8 +20,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from research.errors import ConfigError
+from research.models.conv import CONV_IMPLS, conv_function, resolve
 from research.models.layers import activation as activation_fn
-from research.models.layers import image_shape
+from research.models.layers import choice, image_shape
 
 
 class DenseEncoder(nnx.Module):
@@ -68,7 +69,11 @@ class DenseDecoder(nnx.Module):
 
 
 class ConvEncoder(nnx.Module):
-    """[Conv stride 2 -> activation] per channel count (each halves H and W), flatten, Linear."""
+    """[Conv stride 2 -> activation] per channel count (each halves H and W), flatten, Linear.
+
+    ``conv_impl`` as the CNN's (``research.models.conv``): ``auto`` runs the convs as im2col
+    matmuls on CPU, whose gradients stay fast inside the engine's scanned steps.
+    """
 
     def __init__(
         self,
@@ -77,13 +82,17 @@ class ConvEncoder(nnx.Module):
         channels: Sequence[int],
         kernel_size: int,
         activation: str,
+        conv_impl: str = "auto",
         *,
         rngs: nnx.Rngs,
     ):
         height, width, in_channels = _halvable("ConvEncoder", input_shape, len(channels))
         widths = [in_channels, *(int(c) for c in channels)]
         k = (kernel_size, kernel_size)
-        self.convs = nnx.List([nnx.Conv(a, b, k, strides=2, rngs=rngs) for a, b in pairwise(widths)])
+        conv = _conv(conv_impl)
+        self.convs = nnx.List(
+            [nnx.Conv(a, b, k, strides=2, conv_general_dilated=conv, rngs=rngs) for a, b in pairwise(widths)]
+        )
         self.head = nnx.Linear(height * width * widths[-1], int(num_outputs), rngs=rngs)
         self.activation = activation_fn(activation)
 
@@ -99,6 +108,7 @@ class ConvDecoder(nnx.Module):
 
     Upsample-then-conv rather than a transposed conv: no checkerboard artefacts (Odena et al.
     2016), and on CPU its gradient measured ~3x faster (XLA:CPU's input-dilated convolutions are slow).
+    ``conv_impl`` as ``ConvEncoder``'s.
     """
 
     def __init__(
@@ -108,6 +118,7 @@ class ConvDecoder(nnx.Module):
         channels: Sequence[int],
         kernel_size: int,
         activation: str,
+        conv_impl: str = "auto",
         *,
         rngs: nnx.Rngs,
     ):
@@ -117,8 +128,9 @@ class ConvDecoder(nnx.Module):
         self.project = nnx.Linear(int(latent_dim), height * width * widths[0], rngs=rngs)
         k = (kernel_size, kernel_size)
         ups = pairwise([widths[0], *widths])  # the first keeps its width while doubling the size
-        self.ups = nnx.List([nnx.Conv(a, b, k, rngs=rngs) for a, b in ups])
-        self.out = nnx.Conv(widths[-1], out_channels, (3, 3), rngs=rngs)
+        conv = _conv(conv_impl)
+        self.ups = nnx.List([nnx.Conv(a, b, k, conv_general_dilated=conv, rngs=rngs) for a, b in ups])
+        self.out = nnx.Conv(widths[-1], out_channels, (3, 3), conv_general_dilated=conv, rngs=rngs)
         self.activation = activation_fn(activation)
 
     def __call__(self, z: jax.Array) -> jax.Array:
@@ -165,15 +177,21 @@ def conv_autoencoder(
     kernel_size: int = 3,
     activation: str = "relu",
     gaussian: bool = False,
+    conv_impl: str = "auto",
     *,
     rngs: nnx.Rngs,
 ) -> Autoencoder:
     """Strided convs ``channels`` down to ``latent_dim``; upsampling convs back up."""
     shape = image_shape("conv_autoencoder", input_shape)
     code = latent_dim * (2 if gaussian else 1)
-    encoder = ConvEncoder(shape, code, channels, kernel_size, activation, rngs=rngs)
-    decoder = ConvDecoder(latent_dim, shape, channels, kernel_size, activation, rngs=rngs)
+    encoder = ConvEncoder(shape, code, channels, kernel_size, activation, conv_impl, rngs=rngs)
+    decoder = ConvDecoder(latent_dim, shape, channels, kernel_size, activation, conv_impl, rngs=rngs)
     return Autoencoder(encoder, decoder, latent_dim)
+
+
+def _conv(impl: str):
+    """The ``conv_general_dilated`` for ``model.conv_impl`` (a ConfigError for an unknown one)."""
+    return conv_function(resolve(choice("conv_impl", impl, CONV_IMPLS), "im2col", "xla"))
 
 
 def _halvable(model: str, shape: Sequence[int], times: int) -> tuple[int, int, int]:

@@ -29,11 +29,12 @@ def generator(
     channels: Sequence[int],
     kernel_size: int = 4,
     activation: str = "relu",
+    conv_impl: str = "auto",
     *,
     rngs: nnx.Rngs,
 ) -> ConvDecoder:
     """(B, input_dim) -> (B, H, W, C) pixel logits; ``channels`` lists the widths from the image up."""
-    return ConvDecoder(input_dim, output_shape, channels, kernel_size, activation, rngs=rngs)
+    return ConvDecoder(input_dim, output_shape, channels, kernel_size, activation, conv_impl, rngs=rngs)
 
 
 def discriminator(
@@ -41,11 +42,12 @@ def discriminator(
     channels: Sequence[int],
     kernel_size: int = 4,
     activation: str = "leaky_relu",
+    conv_impl: str = "auto",
     *,
     rngs: nnx.Rngs,
 ) -> ConvEncoder:
     """(B, H, W, C) -> (B, 1) logit of "real"."""
-    return ConvEncoder(input_shape, 1, channels, kernel_size, activation, rngs=rngs)
+    return ConvEncoder(input_shape, 1, channels, kernel_size, activation, conv_impl, rngs=rngs)
 
 
 class DenseGenerator(nnx.Module):

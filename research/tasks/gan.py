@@ -5,6 +5,10 @@ State: ``{"step", "generator", "discriminator" (parameters), "g_opt_state", "d_o
 continues exactly. Each step draws noise from ``rng`` folded with the step, updates the
 discriminator on real and fake images, then the generator against the updated
 discriminator. Images are pixels in [0, 1] (the generator's logits through a sigmoid).
+``r1_gamma`` > 0 adds the R1 penalty (Mescheder et al. 2018), gamma/2 times the squared
+gradient of the discriminator's logit at real images: without it (and without batch norm,
+which these models do not have) the discriminator of ``digits_dcgan`` won within 400 steps
+and the generator never recovered.
 With ``conditional`` the class label (one-hot) joins the generator's noise and the
 discriminator's input planes. There is no validation loss for a GAN: the metric is the
 step (the latest state is the one kept), and quality is judged by the sample grid.
@@ -58,6 +62,7 @@ class GANTask(TaskBase):
         loss: str = "non_saturating",
         conditional: bool = False,
         grid_rows: int = 8,
+        r1_gamma: float = 0.0,
     ):
         if dataset is None or dataset.input_shape is None or len(dataset.input_shape) != 3:
             raise ConfigError("task=gan needs image data: set data=digits or another image dataset")
@@ -67,7 +72,9 @@ class GANTask(TaskBase):
             raise ConfigError(
                 f"task.conditional=true needs labelled data; data={dataset.name} has no classes"
             )
-        self.models, self.dataset, self.loss = models, dataset, loss
+        if not r1_gamma >= 0:
+            raise ConfigError(f"task.r1_gamma={r1_gamma} must be >= 0 (0 turns the R1 penalty off)")
+        self.models, self.dataset, self.loss, self.r1_gamma = models, dataset, loss, float(r1_gamma)
         self.noise_dim, self.classes = int(noise_dim), (dataset.num_classes if conditional else 0)
         self.g_tx, self.d_tx = optimizers["generator"](total_steps), optimizers["discriminator"](total_steps)
         key = jax.random.PRNGKey(0)
@@ -116,6 +123,11 @@ class GANTask(TaskBase):
             images = jnp.concatenate([images, planes], -1)
         return nnx.merge(self.d_def, d)(images)[:, 0]
 
+    def r1_penalty(self, d: dict, real: jax.Array, labels: jax.Array | None) -> jax.Array:
+        """Mean over the batch of |d logit / d image|^2 at the real images."""
+        grads = jax.grad(lambda x: self.discriminate(d, x, labels).sum())(real)
+        return jnp.mean(jnp.sum(jnp.square(grads), axis=(1, 2, 3)))
+
     def train_step(self, state: State, batch: Batch) -> tuple[State, Metrics]:
         data_key, d_noise, g_noise = jax.random.split(jax.random.fold_in(state["rng"], state["step"]), 3)
         batch = self.dataset.transform(data_key, batch, True)
@@ -127,7 +139,10 @@ class GANTask(TaskBase):
 
         def d_loss_fn(d: dict) -> tuple[jax.Array, tuple]:
             r, f = self.discriminate(d, real, labels), self.discriminate(d, fake, labels)
-            return d_losses(r, f, self.loss).mean(), (jnp.mean(r > 0), jnp.mean(f < 0))
+            loss = d_losses(r, f, self.loss).mean()
+            if self.r1_gamma:
+                loss = loss + self.r1_gamma / 2 * self.r1_penalty(d, real, labels)
+            return loss, (jnp.mean(r > 0), jnp.mean(f < 0))
 
         (d_loss, (real_acc, fake_acc)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
             state["discriminator"]
