@@ -11,8 +11,15 @@ checkpoints and plots; an untimed 8-step run first takes the process's one-time 
 Prints a markdown row per setting, the fold scores of both sides, and the load
 average of the machine (other processes slow both sides).
 
+``--cli`` measures what a user runs instead: one ``python -m research.train
++experiment=E trainer.cv_folds=K`` against K commands with ``trainer.cv_fold=i``, each
+a fresh process with the default settings (checkpoints, plots, the persistent
+compilation cache in a fresh folder that the K commands share, as they would on one
+machine). Process start and imports count on both sides.
+
     python bench/cv_folds.py               # digits_mlp, 5 folds: the recipe's 30 epochs, and 400 steps
     python bench/cv_folds.py --folds 5 --steps recipe
+    python bench/cv_folds.py --cli --steps recipe
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +40,7 @@ from research.config import compose_train
 from research.experiment import run
 
 RECIPE = "recipe"  # --steps value: the experiment's own epochs
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def whole_run(experiment: str, overrides: list[str], run_dir: Path) -> tuple[float, dict]:
@@ -40,6 +50,32 @@ def whole_run(experiment: str, overrides: list[str], run_dir: Path) -> tuple[flo
     start = time.perf_counter()
     summary = run(cfg, run_dir)
     return time.perf_counter() - start, summary
+
+
+def cli_run(experiment: str, overrides: list[str], run_dir: Path, cache: Path) -> tuple[float, dict]:
+    """Wall seconds of one ``python -m research.train`` process and its summary."""
+    cmd = [sys.executable, "-m", "research.train", f"+experiment={experiment}", *overrides,
+           "logger=none", "trainer.progress=false", f"trainer.compile_cache={cache}",
+           f"hydra.run.dir={run_dir}"]  # fmt: skip
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
+    return time.perf_counter() - start, json.loads((run_dir / "summary.json").read_text())
+
+
+def cli_compare(experiment: str, folds: int, steps: str, metric: str, tmp: Path) -> dict:
+    """One CV command against ``folds`` single-fold commands, each a fresh process, default settings."""
+    common = [f"trainer.cv_folds={folds}", *([] if steps == RECIPE else [f"trainer.max_steps={steps}"])]
+    load_before = os.getloadavg()[0]
+    vmapped_s, vmapped = cli_run(experiment, common, tmp / "vmapped", tmp / "cache-vmapped")
+    sequential_s, sequential = 0.0, []
+    for fold in range(folds):
+        overrides = [*common, f"trainer.cv_fold={fold}"]
+        wall, summary = cli_run(experiment, overrides, tmp / f"fold{fold}", tmp / "cache-sequential")
+        sequential_s += wall
+        sequential.append(summary)
+    return _result(experiment, folds, metric, load_before, vmapped_s, vmapped, sequential_s, sequential)
 
 
 def compare(experiment: str, folds: int, steps: str, metric: str, tmp: Path) -> dict:
@@ -61,6 +97,14 @@ def compare(experiment: str, folds: int, steps: str, metric: str, tmp: Path) -> 
         wall, summary = whole_run(experiment, [*common, f"trainer.cv_fold={fold}"], tmp / f"fold{fold}")
         sequential_s += wall
         sequential.append(summary)
+    return _result(experiment, folds, metric, load_before, vmapped_s, vmapped, sequential_s, sequential)
+
+
+def _result(
+    experiment: str, folds: int, metric: str, load_before: float,
+    vmapped_s: float, vmapped: dict, sequential_s: float, sequential: list[dict],
+) -> dict:  # fmt: skip
+    """The two sides' wall and train seconds, speed-ups and fold scores."""
     train_steps = vmapped["steps"]
     train_seq = sum(train_steps / s["train/steps_per_s"] for s in sequential)
     train_vmapped = train_steps / vmapped["train/steps_per_s"]
@@ -86,6 +130,7 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--steps", nargs="+", default=[RECIPE, "400"], help=f"'{RECIPE}' or a step count")
     parser.add_argument("--metric", default="cv/accuracy", help="the fold score shown")
+    parser.add_argument("--cli", action="store_true", help="fresh processes with the default settings")
     args = parser.parse_args()
     device = jax.devices()[0]
     print(f"device: {device.device_kind} x{jax.device_count()} ({device.platform}), jax {jax.__version__}\n")
@@ -97,7 +142,8 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for steps in args.steps:
-            r = compare(args.experiment, args.folds, steps, args.metric, Path(tmp) / steps)
+            side = cli_compare if args.cli else compare
+            r = side(args.experiment, args.folds, steps, args.metric, Path(tmp) / steps)
             results.append(r)
             v, s = np.asarray(r["vmapped_scores"]), np.asarray(r["sequential_scores"])
             print(
