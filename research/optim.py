@@ -16,6 +16,13 @@ framework keys below, which wrap it in an optax chain:
 - ``freeze``: regexes searched in parameter paths such as ``hidden/0/kernel``; matched
   parameters get zero updates (``optax.partition`` with ``optax.set_to_zero``), and tasks
   keep the matching batch-norm statistics too (``keep_frozen``), e.g. for transfer learning.
+- ``groups``: named parameter groups, each ``{params: regex, lr_scale, learning_rate,
+  schedule, unfreeze_at}`` with any but ``params`` left out. The first group whose regex a
+  path matches owns it (frozen paths stay frozen); paths no group matches keep the top-level
+  settings. Each group is its own optax chain (``optax.partition``): ``lr_scale`` multiplies
+  the top-level schedule (big_vision's ``lr_mults``: a backbone at a tenth of the head's
+  rate); ``learning_rate`` with ``schedule`` gives the group a schedule of its own;
+  ``unfreeze_at``, a fraction of the run, holds its rate at 0 until then (gradual unfreezing).
 
 A schedule's ``warmup_steps`` below 1 is a fraction of the run, so one recipe fits any
 length (``trainer.epochs=1`` included). ``_target_`` names resolve through
@@ -36,7 +43,10 @@ import optax
 from research import targets
 from research.errors import ConfigError
 
-FRAMEWORK_KEYS = ("learning_rate", "schedule", "clip_norm", "l1", "l2", "accumulate_steps", "freeze")
+FRAMEWORK_KEYS = (
+    "learning_rate", "schedule", "clip_norm", "l1", "l2", "accumulate_steps", "freeze", "groups"
+)  # fmt: skip
+GROUP_KEYS = ("params", "lr_scale", "learning_rate", "schedule", "unfreeze_at")
 # Schedule keys where null = the whole run.
 RUN_LENGTH_KEYS = ("decay_steps", "transition_steps", "total_steps")
 TRAIN, FROZEN = "train", "frozen"
@@ -94,12 +104,50 @@ def make_optimizer(cfg: Mapping[str, Any], total_updates: int) -> optax.Gradient
     if "_target_" not in cfg:
         raise ConfigError("optimizer needs a _target_, e.g. optax.adam")
     accumulate = _int_at_least(cfg, "accumulate_steps", 1)
-    schedule = make_schedule(cfg, max(total_updates // accumulate, 1))
+    updates = max(total_updates // accumulate, 1)
+    groups = _groups(cfg)
+    transforms = {TRAIN: _chain(cfg, updates)}
+    for name, group in groups.items():
+        transforms[name] = _chain(_group_config(cfg, name, group), updates, group)
+    freeze = cfg.get("freeze") or []
+    if freeze:
+        transforms[FROZEN] = optax.set_to_zero()
+    tx = transforms[TRAIN]
+    if len(transforms) > 1:
+        rules = {name: group["params"] for name, group in groups.items()}
+        tx = optax.partition(transforms, path_labels(freeze, rules))
+    if accumulate > 1:
+        tx = optax.MultiSteps(tx, every_k_schedule=accumulate).gradient_transformation()
+    return tx
+
+
+def _chain(
+    cfg: dict[str, Any], updates: int, group: Mapping[str, Any] | None = None
+) -> optax.GradientTransformation:
+    """Clipping, penalties and the base optimizer with ``cfg``'s schedule, scaled by the group's
+    ``lr_scale`` and held at 0 until its ``unfreeze_at``."""
+    schedule = make_schedule(cfg, updates)
+    group = group or {}
+    scale = group.get("lr_scale")
+    if scale is not None:
+        if isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0:
+            raise ConfigError(f"optimizer.groups lr_scale={scale!r} must be a number > 0")
+        schedule = _scaled(schedule, float(scale))
+    unfreeze_at = group.get("unfreeze_at")
+    if unfreeze_at is not None:
+        if (
+            isinstance(unfreeze_at, bool)
+            or not isinstance(unfreeze_at, int | float)
+            or not 0 <= unfreeze_at < 1
+        ):
+            raise ConfigError(
+                f"optimizer.groups unfreeze_at={unfreeze_at!r} must be a fraction of the run in [0, 1)"
+            )
+        schedule = _held(schedule, round(unfreeze_at * updates))
     kwargs = {k: v for k, v in cfg.items() if k not in FRAMEWORK_KEYS}
     base = targets.call("optimizer", kwargs, learning_rate=schedule)
     if not isinstance(base, optax.GradientTransformation):
         raise ConfigError(f"optimizer._target_={cfg['_target_']!r} does not return an optax optimizer")
-
     parts = []
     clip_norm = cfg.get("clip_norm")
     if clip_norm is not None:
@@ -109,14 +157,49 @@ def make_optimizer(cfg: Mapping[str, Any], total_updates: int) -> optax.Gradient
         parts.append(add_l1_penalty(l1))
     if l2:
         parts.append(optax.add_decayed_weights(l2))
-    tx = optax.chain(*parts, base)
+    return optax.chain(*parts, base)
 
-    freeze = cfg.get("freeze") or []
-    if freeze:
-        tx = optax.partition({TRAIN: tx, FROZEN: optax.set_to_zero()}, freeze_labels(freeze))
-    if accumulate > 1:
-        tx = optax.MultiSteps(tx, every_k_schedule=accumulate).gradient_transformation()
-    return tx
+
+def _groups(cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``optimizer.groups`` checked: a mapping of names to groups with a ``params`` regex."""
+    groups = cfg.get("groups") or {}
+    if not isinstance(groups, Mapping):
+        raise ConfigError("optimizer.groups must map group names to {params: regex, learning_rate: ...}")
+    for name, group in groups.items():
+        if name in (TRAIN, FROZEN) or not isinstance(group, Mapping) or "params" not in group:
+            raise ConfigError(
+                f"optimizer.groups.{name} needs a params regex (and a name other than {TRAIN!r}, {FROZEN!r})"
+            )
+        unknown = set(group) - set(GROUP_KEYS)
+        if unknown:
+            raise ConfigError(
+                f"optimizer.groups.{name} has unknown keys {sorted(unknown)}; allowed: {list(GROUP_KEYS)}"
+            )
+    return {name: dict(group) for name, group in groups.items()}
+
+
+def _scaled(schedule: optax.Schedule, scale: float) -> optax.Schedule:
+    return lambda count: scale * schedule(count)
+
+
+def _held(schedule: optax.Schedule, start: int) -> optax.Schedule:
+    """0 before update ``start``, then ``schedule`` where the run is (not restarted)."""
+    return lambda count: jnp.where(count < start, 0.0, schedule(count))
+
+
+def _group_config(cfg: dict[str, Any], name: str, group: dict[str, Any]) -> dict[str, Any]:
+    """The top-level config with the group's learning rate and schedule in place of its own."""
+    if "learning_rate" in group and cfg.get("schedule") and "schedule" not in group:
+        raise ConfigError(
+            f"optimizer.groups.{name}.learning_rate needs a schedule of its own (the top-level schedule "
+            f"holds the top-level rate): add groups.{name}.schedule, or scale the top level with lr_scale"
+        )
+    merged = {**cfg, **{k: group[k] for k in ("learning_rate", "schedule") if k in group}}
+    try:
+        _positive(merged, "learning_rate")
+    except ConfigError as e:
+        raise ConfigError(f"optimizer.groups.{name}: {e}") from None
+    return merged
 
 
 class OptimizerFactory:
@@ -159,24 +242,33 @@ def param_path(path: tuple) -> str:
     return name.removesuffix("/value")
 
 
-def freeze_labels(patterns: list[str]) -> Callable[[Any], Any]:
-    """A labelling function for ``optax.multi_transform``: FROZEN where a pattern matches the path."""
+def _compile(key: str, pattern: Any) -> re.Pattern:
     try:
-        compiled = [re.compile(p) for p in patterns]
+        return re.compile(pattern)
     except (re.error, TypeError) as e:
-        raise ConfigError(f"optimizer.freeze={patterns} holds an invalid regex: {e}") from None
+        raise ConfigError(f"optimizer.{key}={pattern!r} holds an invalid regex: {e}") from None
+
+
+def path_labels(freeze: Sequence[str], groups: Mapping[str, str] = ()) -> Callable[[Any], Any]:
+    """A labelling function for ``optax.partition``: FROZEN where a freeze pattern matches the
+    path, else the first group whose ``params`` regex matches, else TRAIN. A pattern that matches
+    no parameter is a ConfigError (a typo would silently train everything)."""
+    rules = [(FROZEN, _compile("freeze", p), f"freeze pattern {p!r}") for p in freeze]
+    rules += [
+        (n, _compile(f"groups.{n}.params", p), f"groups.{n}.params {p!r}") for n, p in dict(groups).items()
+    ]
 
     def labels(params: Any) -> Any:
         paths = [param_path(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
-        for regex in compiled:
+        for _, regex, what in rules:
             if not any(regex.search(p) for p in paths):
-                raise ConfigError(
-                    f"optimizer.freeze pattern {regex.pattern!r} matches no parameter; "
-                    f"paths look like {paths[0]!r}"
-                )
-        return jax.tree_util.tree_map_with_path(
-            lambda p, _: FROZEN if any(r.search(param_path(p)) for r in compiled) else TRAIN, params
-        )
+                raise ConfigError(f"optimizer.{what} matches no parameter; paths look like {paths[0]!r}")
+
+        def label(path: tuple, _: Any) -> str:
+            name = param_path(path)
+            return next((label for label, regex, _ in rules if regex.search(name)), TRAIN)
+
+        return jax.tree_util.tree_map_with_path(label, params)
 
     return labels
 

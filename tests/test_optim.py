@@ -211,3 +211,65 @@ def test_freeze_pattern_that_matches_nothing_is_an_error():
     tx = make_optimizer({"_target_": "optax.sgd", "learning_rate": 0.1, "freeze": ["decoder"]}, 1)
     with pytest.raises(ConfigError, match="'decoder' matches no parameter"):
         tx.init({"encoder": {"kernel": jnp.ones(2)}})
+
+
+PARAMS = {"backbone": {"kernel": jnp.ones((2, 2))}, "head": {"kernel": jnp.ones(2)}}
+ONES = lambda p: jax.tree.map(jnp.ones_like, p)  # noqa: E731
+
+
+def test_a_group_at_a_tenth_of_the_rate_moves_a_tenth_as_far():
+    """SGD's update is lr * gradient: the backbone group's lr_scale 0.1 gives a tenth of the head's step."""
+    cfg = {
+        "_target_": "optax.sgd",
+        "learning_rate": 0.5,
+        "groups": {"body": {"params": "^backbone/", "lr_scale": 0.1}},
+    }
+    new = run(make_optimizer(cfg, total_updates=2), PARAMS, ONES, steps=2)
+    np.testing.assert_allclose(1 - new["backbone"]["kernel"], 2 * 0.05, rtol=1e-6)
+    np.testing.assert_allclose(1 - new["head"]["kernel"], 2 * 0.5, rtol=1e-6)
+
+
+def test_a_group_with_its_own_schedule_and_gradual_unfreezing():
+    schedule = {
+        "_target_": "optax.linear_schedule",
+        "init_value": 0.2,
+        "end_value": 0.0,
+        "transition_steps": 4,
+    }
+    body = {"params": "backbone", "learning_rate": 0.2, "schedule": schedule, "unfreeze_at": 0.5}
+    cfg = {"_target_": "optax.sgd", "learning_rate": 0.1, "freeze": ["^head/"], "groups": {"body": body}}
+    tx = make_optimizer(cfg, total_updates=4)
+    state = tx.init(PARAMS)
+    steps = []
+    for _ in range(4):
+        updates, state = tx.update(ONES(PARAMS), state, PARAMS)
+        steps.append(float(-updates["backbone"]["kernel"][0, 0]))
+        assert float(updates["head"]["kernel"][0]) == 0.0  # frozen wins over every group
+    # Held at 0 for the first half of the run, then the group's own linear schedule from where it is.
+    np.testing.assert_allclose(steps, [0.0, 0.0, 0.1, 0.05], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "groups, message",
+    [
+        ({"body": {"lr_scale": 0.1}}, "optimizer.groups.body needs a params regex"),
+        ({"body": {"params": "backbone", "lr": 0.1}}, "unknown keys"),
+        ({"body": {"params": "backbone", "lr_scale": 0}}, "lr_scale=0 must be a number > 0"),
+        ({"body": {"params": "backbone", "unfreeze_at": 1.5}}, "unfreeze_at=1.5 must be a fraction"),
+        ({"body": {"params": "("}}, "invalid regex"),
+    ],
+)
+def test_bad_groups_are_one_line_config_errors(groups, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")) as info:
+        make_optimizer({"_target_": "optax.sgd", "learning_rate": 0.1, "groups": groups}, 4)
+    assert "\n" not in str(info.value)
+
+
+def test_a_group_rate_under_a_top_level_schedule_and_a_group_matching_nothing_are_errors():
+    cfg = {**ADAM, "schedule": {"_target_": "optax.constant_schedule", "value": 1e-3},
+           "groups": {"body": {"params": "backbone", "learning_rate": 1e-4}}}  # fmt: skip
+    with pytest.raises(ConfigError, match="groups.body.learning_rate needs a schedule of its own"):
+        make_optimizer(cfg, 4)
+    tx = make_optimizer({**ADAM, "groups": {"body": {"params": "decoder", "lr_scale": 0.1}}}, 4)
+    with pytest.raises(ConfigError, match="groups.body.params 'decoder' matches no parameter"):
+        tx.init(PARAMS)
