@@ -22,7 +22,8 @@ framework keys below, which wrap it in an optax chain:
   settings. Each group is its own optax chain (``optax.partition``): ``lr_scale`` multiplies
   the top-level schedule (big_vision's ``lr_mults``: a backbone at a tenth of the head's
   rate); ``learning_rate`` with ``schedule`` gives the group a schedule of its own;
-  ``unfreeze_at``, a fraction of the run, holds its rate at 0 until then (gradual unfreezing).
+  ``unfreeze_at``, a fraction of the run, holds its rate at 0 until then (gradual unfreezing;
+  only ``freeze`` also keeps a part's batch-norm statistics, so a held group's keep moving).
 
 A schedule's ``warmup_steps`` below 1 is a fraction of the run, so one recipe fits any
 length (``trainer.epochs=1`` included). ``_target_`` names resolve through
@@ -243,6 +244,7 @@ def param_path(path: tuple) -> str:
 
 
 def _compile(key: str, pattern: Any) -> re.Pattern:
+    """``pattern`` compiled; a ConfigError naming ``optimizer.<key>`` when it is not a regex."""
     try:
         return re.compile(pattern)
     except (re.error, TypeError) as e:
