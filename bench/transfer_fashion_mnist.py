@@ -5,8 +5,9 @@
 Results: docs/benchmarks.md, "Transfer learning" (~12 min on a 2-core CPU).
 
 Pretrains +experiment=fashion_mnist_cnn_pretrain (classes 0-4, all labels) once, then trains
-+experiment=fashion_mnist_cnn_finetune from it, the linear probe from it, and the fine-tune
-recipe from scratch (trainer.init_from.path=null), each with 3 seeds in one vmapped program
++experiment=fashion_mnist_cnn_finetune from it (conv blocks loaded, fresh dense layer and head),
+the same loading the dense layer too, the linear probe from it, and the fine-tune recipe from
+scratch (trainer.init_from.path=null), each with 3 seeds in one vmapped program
 (trainer.num_seeds=3); prints test accuracy mean +- std over the seeds.
 """
 
@@ -39,6 +40,11 @@ def main(pretrain_epochs: int) -> None:
     print(f"pretrain (classes 0-4, {pretrain_epochs} epochs): test accuracy {pre['test/accuracy']:.4f}")
     arms = {
         "fine-tune": ("+experiment=fashion_mnist_cnn_finetune", f"trainer.init_from.path={out / 'pretrain'}"),
+        "fine-tune, dense layer loaded too": (
+            "+experiment=fashion_mnist_cnn_finetune",
+            f"trainer.init_from.path={out / 'pretrain'}",
+            "trainer.init_from.exclude=[head]",
+        ),
         "linear probe": (
             "+experiment=fashion_mnist_cnn_linear_probe",
             f"trainer.init_from.path={out / 'pretrain'}",
@@ -47,7 +53,7 @@ def main(pretrain_epochs: int) -> None:
     }
     print(f"| classes 5-9, 50 labels per class | test accuracy (mean +- std, {SEEDS} seeds) |\n|---|---|")
     for name, overrides in arms.items():
-        summary = train(out / name.replace(" ", "_"), *overrides, f"trainer.num_seeds={SEEDS}")
+        summary = train(out / name.replace(" ", "_").replace(",", ""), *overrides, f"trainer.num_seeds={SEEDS}")
         print(f"| {name} | {summary['test/accuracy']:.4f} +- {summary['test/accuracy_std']:.4f} |")
 
 

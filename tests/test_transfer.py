@@ -52,19 +52,19 @@ def test_too_many_labels_per_class_is_one_line() -> None:
 
 
 @pytest.mark.parametrize(
-    ("recipe", "classes", "freeze"),
+    ("recipe", "classes", "freeze", "exclude"),
     [
-        ("fashion_mnist_cnn_pretrain", [0, 1, 2, 3, 4], []),
-        ("fashion_mnist_cnn_finetune", [5, 6, 7, 8, 9], []),
-        ("fashion_mnist_cnn_linear_probe", [5, 6, 7, 8, 9], ["blocks", "dense"]),
+        ("fashion_mnist_cnn_pretrain", [0, 1, 2, 3, 4], [], []),
+        ("fashion_mnist_cnn_finetune", [5, 6, 7, 8, 9], [], ["head", "dense"]),
+        ("fashion_mnist_cnn_linear_probe", [5, 6, 7, 8, 9], ["blocks", "dense"], ["head"]),
     ],
 )
-def test_transfer_recipes(recipe: str, classes: list, freeze: list) -> None:
+def test_transfer_recipes(recipe: str, classes: list, freeze: list, exclude: list) -> None:
     cfg = compose_train([f"+experiment={recipe}", "trainer.init_from.path=/some/run"])
     assert cfg.name == recipe and cfg.data.name == "fashion_mnist" and list(cfg.data.classes) == classes
     assert list(cfg.optimizer.freeze) == freeze
     if recipe != "fashion_mnist_cnn_pretrain":
-        assert cfg.data.labels_per_class == 50 and list(cfg.trainer.init_from.exclude) == ["head"]
+        assert cfg.data.labels_per_class == 50 and list(cfg.trainer.init_from.exclude) == exclude
         assert cfg.data.batch_size <= 5 * cfg.data.labels_per_class
 
 
@@ -99,8 +99,12 @@ def test_the_transfer_recipes_load_freeze_and_reinitialise_what_they_say(tmp_pat
         if k.startswith(("params/", "model_state/")) and "/head/" not in k and "/rngs/" not in k
     ]
     assert "model_state/blocks/0/norm/mean" in body and "params/dense/0/kernel" in body
+    convs = [k for k in body if "/blocks/" in k]
+    assert all(k in reports["linear_probe"]["loaded"] for k in body), reports["linear_probe"]
+    assert all(k in reports["finetune"]["loaded"] for k in convs), reports["finetune"]
+    assert "params/dense/0/kernel" not in reports["finetune"]["loaded"]  # fine-tuning: a fresh top
+    assert "params/dense/0/kernel" in reports["finetune"]["excluded"]
     for recipe in ("linear_probe", "finetune"):
-        assert all(k in reports[recipe]["loaded"] for k in body), reports[recipe]
         assert "params/head/kernel" in reports[recipe]["excluded"]  # a fresh head for the new classes
     assert all(k in reports["linear_probe"]["frozen"] for k in body)
     assert "params/head" not in reports["linear_probe"]["frozen"] and "frozen" not in reports["finetune"]
