@@ -53,7 +53,8 @@ def main(pretrain_epochs: int) -> None:
     }
     print(f"| classes 5-9, 50 labels per class | test accuracy (mean +- std, {SEEDS} seeds) |\n|---|---|")
     for name, overrides in arms.items():
-        summary = train(out / name.replace(" ", "_").replace(",", ""), *overrides, f"trainer.num_seeds={SEEDS}")
+        run_dir = out / name.replace(" ", "_").replace(",", "")
+        summary = train(run_dir, *overrides, f"trainer.num_seeds={SEEDS}")
         print(f"| {name} | {summary['test/accuracy']:.4f} +- {summary['test/accuracy_std']:.4f} |")
 
 

@@ -52,8 +52,9 @@ class SimCLRTask(TaskBase):
         temperature: float = 0.5,
         noise_std: float = 0.0,
         probe_examples: int = 1000,
-        probe_steps: int = 300,
-        probe_learning_rate: float = 0.1,
+        probe_steps: int = 100,
+        probe_l2: float = 1e-3,
+        probe_features: str = "output",
     ):
         if dataset is None or not dataset.num_classes or len(dataset.input_shape or ()) != 3:
             raise ConfigError(
@@ -67,6 +68,14 @@ class SimCLRTask(TaskBase):
         self.tx = make_optimizer(total_steps)
         abstract = nnx.eval_shape(lambda: self._build(jax.random.PRNGKey(0)))
         self.graphdef = nnx.graphdef(abstract)
+        if probe_features not in ("output", "penultimate"):
+            raise ConfigError(f"task.probe_features={probe_features!r}: choose output or penultimate")
+        if probe_features == "penultimate" and not hasattr(abstract["encoder"], "features"):
+            raise ConfigError(
+                f"task.probe_features=penultimate: model {type(abstract['encoder']).__name__} has no "
+                "penultimate features; use task.probe_features=output or model=cnn"
+            )
+        self.probe_features = probe_features
         abstract.eval()  # the probe reads features with running batch-norm statistics, no dropout
         self.eval_graphdef = nnx.graphdef(abstract)
         train = {k: jnp.asarray(v[:probe_examples]) for k, v in dataset.splits["train"].arrays().items()}
@@ -74,7 +83,7 @@ class SimCLRTask(TaskBase):
         self.probe_settings = {
             "num_classes": dataset.num_classes,
             "steps": probe_steps,
-            "learning_rate": probe_learning_rate,
+            "l2": probe_l2,
         }
 
     def _build(self, rng: jax.Array) -> nnx.Module:
@@ -132,9 +141,12 @@ class SimCLRTask(TaskBase):
         return self.dataset.transform(jax.random.PRNGKey(0), raw, False)["label"]
 
     def features(self, state: State, raw: jax.Array) -> jax.Array:
-        """The encoder's output (before the head) for raw images: what the probe reads."""
-        model = nnx.merge(self.eval_graphdef, state["params"], state["model_state"])
-        return model["encoder"](self.pixels(raw))
+        """What the probe reads for raw images: the encoder's output (before the projection head),
+        or with ``probe_features=penultimate`` the activations its last layer reads (SimCLR's h
+        when that layer is taken as the first of the projection)."""
+        encoder = nnx.merge(self.eval_graphdef, state["params"], state["model_state"])["encoder"]
+        images = self.pixels(raw)
+        return encoder.features(images) if self.probe_features == "penultimate" else encoder(images)
 
     def evaluators(self) -> dict[str, Evaluator]:
         fresh = self.init(jax.random.PRNGKey(12345), None)
