@@ -2,7 +2,7 @@
 
     JAX_PLATFORMS=cpu python bench/transfer_fashion_mnist.py [pretrain epochs, default 5]
 
-Results: docs/benchmarks.md, "Transfer learning" (~12 min on a 2-core CPU).
+Results: docs/benchmarks.md, "Transfer learning" (~15 min on a 2-core CPU).
 
 Pretrains +experiment=fashion_mnist_cnn_pretrain (classes 0-4, all labels) once, then trains
 +experiment=fashion_mnist_cnn_finetune from it (conv blocks loaded, fresh dense layer and head),
