@@ -11,6 +11,7 @@ from research.errors import ConfigError
 from research.models.autoencoder import conv_autoencoder
 from research.models.cnn import CNN
 from research.models.conv import im2col_conv, im2col_conv_general_dilated, tiled_max_pool
+from research.models.resnet import ResNet
 
 TOL = {"rtol": 1e-4, "atol": 1e-4}
 
@@ -90,6 +91,23 @@ def test_the_conv_autoencoder_and_gan_players_give_the_same_outputs_with_either_
     np.testing.assert_allclose(fast.decode(z), xla.decode(z), **TOL)
 
 
+def resnet(stem: str, conv_impl: str) -> ResNet:
+    return ResNet((16, 16, 3), 5, [1, 1], [4, 8], "basic", stem, 4, "relu", 0.9, 1e-5, False,
+                  conv_impl=conv_impl, rngs=nnx.Rngs(0))  # fmt: skip
+
+
+@pytest.mark.parametrize("stem", ["cifar", "imagenet"])
+def test_the_resnet_gives_the_same_outputs_and_gradients_with_either_implementation(stem):
+    """Its strided 3x3 / 7x7 convs and 1x1 shortcuts; the gradients are what the scan made slow."""
+    x = normal(5, (4, 16, 16, 3))
+    fast, xla = resnet(stem, "im2col"), resnet(stem, "xla")
+    assert jax.tree.structure(nnx.state(fast)) == jax.tree.structure(nnx.state(xla))
+    np.testing.assert_allclose(fast(x), xla(x), **TOL)
+    grad = lambda model: nnx.grad(lambda m: jnp.sum(jnp.sin(m(x))))(model)  # noqa: E731
+    for g_fast, g_xla in zip(jax.tree.leaves(grad(fast)), jax.tree.leaves(grad(xla)), strict=True):
+        np.testing.assert_allclose(g_fast, g_xla, **TOL)
+
+
 def test_unknown_implementations_are_config_errors():
     with pytest.raises(ConfigError, match="model.conv_impl='fft'"):
         CNN((8, 8, 1), 10, [4], conv_impl="fft", rngs=nnx.Rngs(0))
@@ -97,3 +115,5 @@ def test_unknown_implementations_are_config_errors():
         CNN((8, 8, 1), 10, [4], pool_impl="median", rngs=nnx.Rngs(0))
     with pytest.raises(ConfigError, match="model.conv_impl='fft'"):
         conv_autoencoder((8, 8, 1), 3, [4], conv_impl="fft", rngs=nnx.Rngs(0))
+    with pytest.raises(ConfigError, match="model.conv_impl='fft'"):
+        resnet("cifar", "fft")

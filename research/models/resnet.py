@@ -6,6 +6,8 @@ ResNet-18/34 (basic blocks) and 50/101/152 (bottleneck blocks): a 7x7 stride-2 s
 max pooling and four stages of widths 64-512. The first block of every stage but the
 first halves the resolution; where a block changes the shape its shortcut is a strided
 1x1 conv with batch norm (the paper's option B, as in torchvision and the Flax examples).
+``conv_impl`` chooses how the convs run (``research/models/conv.py``: im2col on CPU, where
+``lax.conv`` gradients are slow inside the engine's scanned steps); the parameters are the same.
 """
 
 from __future__ import annotations
@@ -17,15 +19,21 @@ import jax
 from flax import nnx
 
 from research.errors import ConfigError
+from research.models.conv import CONV_IMPLS, conv_function, resolve
 from research.models.layers import activation as activation_fn
-from research.models.layers import image_shape
+from research.models.layers import choice, image_shape
 
 STEMS = ("cifar", "imagenet")
 # He initialisation over the output fan, as torchvision's ResNet.
 CONV_INIT = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
-def _conv(c_in: int, c_out: int, kernel: int, stride: int, rngs: nnx.Rngs) -> nnx.Conv:
+ConvFactory = Callable[..., nnx.Conv]  # (c_in, c_out, kernel, stride, rngs) -> nnx.Conv
+
+
+def _conv(
+    c_in: int, c_out: int, kernel: int, stride: int, rngs: nnx.Rngs, conv_general_dilated: Callable
+) -> nnx.Conv:
     return nnx.Conv(
         c_in,
         c_out,
@@ -34,6 +42,7 @@ def _conv(c_in: int, c_out: int, kernel: int, stride: int, rngs: nnx.Rngs) -> nn
         padding="SAME",
         use_bias=False,  # batch norm follows every conv and brings its own bias
         kernel_init=CONV_INIT,
+        conv_general_dilated=conv_general_dilated,
         rngs=rngs,
     )
 
@@ -42,9 +51,15 @@ class Shortcut(nnx.Module):
     """Strided 1x1 conv + batch norm: the identity's stand-in where a block changes the shape."""
 
     def __init__(
-        self, c_in: int, c_out: int, stride: int, norm: Callable[..., nnx.BatchNorm], rngs: nnx.Rngs
+        self,
+        c_in: int,
+        c_out: int,
+        stride: int,
+        conv: ConvFactory,
+        norm: Callable[..., nnx.BatchNorm],
+        rngs: nnx.Rngs,
     ):
-        self.conv = _conv(c_in, c_out, 1, stride, rngs)
+        self.conv = conv(c_in, c_out, 1, stride, rngs)
         self.norm = norm(c_out, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -68,6 +83,7 @@ class ResidualBlock(nnx.Module):
         width: int,
         stride: int,
         act: Callable[[jax.Array], jax.Array],
+        conv: ConvFactory,
         norm: Callable[..., nnx.BatchNorm],
         zero_init_residual: bool,
         *,
@@ -77,13 +93,13 @@ class ResidualBlock(nnx.Module):
         layout = self.layout(width, stride)
         convs, norms, channels = [], [], c_in
         for i, (kernel, c_out, s) in enumerate(layout):
-            convs.append(_conv(channels, c_out, kernel, s, rngs))
+            convs.append(conv(channels, c_out, kernel, s, rngs))
             last = i == len(layout) - 1
             norms.append(norm(c_out, scale_init=_last_scale(zero_init_residual and last), rngs=rngs))
             channels = c_out
         self.convs, self.norms = nnx.List(convs), nnx.List(norms)
         changes = stride != 1 or c_in != channels
-        self.shortcut = Shortcut(c_in, channels, stride, norm, rngs) if changes else None
+        self.shortcut = Shortcut(c_in, channels, stride, conv, norm, rngs) if changes else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
         y = x
@@ -137,10 +153,13 @@ class ResNet(nnx.Module):
         batch_norm_momentum: float,
         batch_norm_epsilon: float,
         zero_init_residual: bool,
+        conv_impl: str = "auto",
         *,
         rngs: nnx.Rngs,
     ):
         input_shape = image_shape("ResNet", input_shape)
+        impl = resolve(choice("conv_impl", conv_impl, CONV_IMPLS), "im2col", "xla")
+        conv = partial(_conv, conv_general_dilated=conv_function(impl))
         if block not in BLOCKS:
             raise ConfigError(f"model.block={block!r} is not one of: {', '.join(BLOCKS)}")
         if stem not in STEMS:
@@ -154,7 +173,7 @@ class ResNet(nnx.Module):
         norm = partial(nnx.BatchNorm, momentum=batch_norm_momentum, epsilon=batch_norm_epsilon)
         self.stem_kind = stem
         kernel, stride = (3, 1) if stem == "cifar" else (7, 2)
-        self.stem = _conv(input_shape[-1], stem_width, kernel, stride, rngs)
+        self.stem = conv(input_shape[-1], stem_width, kernel, stride, rngs)
         self.stem_norm = norm(stem_width, rngs=rngs)
 
         kind = BLOCKS[block]
@@ -163,7 +182,8 @@ class ResNet(nnx.Module):
             blocks = []
             for j in range(int(size)):
                 stride = 2 if (i > 0 and j == 0) else 1
-                blocks.append(kind(c_in, int(width), stride, self.act, norm, zero_init_residual, rngs=rngs))
+                block_args = (self.act, conv, norm, zero_init_residual)
+                blocks.append(kind(c_in, int(width), stride, *block_args, rngs=rngs))
                 c_in = int(width) * kind.expansion
             stages.append(nnx.List(blocks))
         self.stages = nnx.List(stages)
