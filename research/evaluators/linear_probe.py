@@ -106,9 +106,8 @@ class LinearProbe:
     ) -> jax.Array:
         images = batches["image"].reshape(-1, *batches["image"].shape[2:])
         labels = self.labels({"image": images, "label": batches["label"].reshape(-1)})
-        evaluated = jax.lax.map(featurize, batches["image"])  # one evaluation batch at a time
-        evaluated = evaluated.reshape(-1, evaluated.shape[-1])
-        fitted = featurize_in_chunks(featurize, train[0], batches["image"].shape[1])
+        chunk = batches["image"].shape[1]  # one evaluation batch's forward pass at a time
+        evaluated, fitted = (featurize_in_chunks(featurize, x, chunk) for x in (images, train[0]))
         return self.fit(fitted, train[1], evaluated, labels, weights.reshape(-1))
 
     def program(self, ctx: Any, name: str) -> Any:

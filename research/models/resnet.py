@@ -176,13 +176,12 @@ class ResNet(nnx.Module):
         self.stem = conv(input_shape[-1], stem_width, kernel, stride, rngs)
         self.stem_norm = norm(stem_width, rngs=rngs)
 
-        kind = BLOCKS[block]
+        kind, block_args = BLOCKS[block], (self.act, conv, norm, zero_init_residual)
         c_in, stages = stem_width, []
         for i, (size, width) in enumerate(zip(stage_sizes, widths, strict=True)):
             blocks = []
             for j in range(int(size)):
                 stride = 2 if (i > 0 and j == 0) else 1
-                block_args = (self.act, conv, norm, zero_init_residual)
                 blocks.append(kind(c_in, int(width), stride, *block_args, rngs=rngs))
                 c_in = int(width) * kind.expansion
             stages.append(nnx.List(blocks))

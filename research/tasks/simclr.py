@@ -24,6 +24,9 @@ from research.evaluators.base import Evaluator
 from research.evaluators.linear_probe import LinearProbe
 from research.tasks.base import Batch, Metrics, State, TaskBase
 
+# What the probe reads: the encoder's output, or what its last layer reads (``features()``).
+PROBE_FEATURES = ("output", "penultimate")
+
 
 def nt_xent(z1: jax.Array, z2: jax.Array, temperature: float) -> jax.Array:
     """Normalised-temperature cross-entropy: each view must pick its pair among the other 2B - 1."""
@@ -68,8 +71,8 @@ class SimCLRTask(TaskBase):
         self.tx = make_optimizer(total_steps)
         abstract = nnx.eval_shape(lambda: self._build(jax.random.PRNGKey(0)))
         self.graphdef = nnx.graphdef(abstract)
-        if probe_features not in ("output", "penultimate"):
-            raise ConfigError(f"task.probe_features={probe_features!r}: choose output or penultimate")
+        if probe_features not in PROBE_FEATURES:
+            raise ConfigError(f"task.probe_features={probe_features!r}: choose {' or '.join(PROBE_FEATURES)}")
         if probe_features == "penultimate" and not hasattr(abstract["encoder"], "features"):
             raise ConfigError(
                 f"task.probe_features=penultimate: model {type(abstract['encoder']).__name__} has no "
