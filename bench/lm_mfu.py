@@ -25,11 +25,13 @@ from gpu_throughput import peak_flops, setup, step_flops, steps_per_s  # bench/ 
 RECIPE = "+experiment=shakespeare_char_transformer"
 GPT2_SMALL = {"depth": 12, "dim": 768, "num_heads": 12, "mlp_dim": 3072, "context": 1024}
 TINY = {"depth": 1, "dim": 64, "num_heads": 2, "mlp_dim": 256, "context": 128}
+STEPS_PER_CALL = 8  # train steps scanned per dispatch
 
 
-def overrides(size: dict) -> list[str]:
+def size_overrides(size: dict) -> list[str]:
+    """The recipe's overrides that give it ``size`` (also ``lm_tokens_per_s.py --gpt2-small``'s)."""
     model = [f"model.{k}={v}" for k, v in size.items() if k != "context"]
-    return [RECIPE, f"data.context={size['context']}", *model, "trainer.steps_per_call=8"]
+    return [f"data.context={size['context']}", *model]
 
 
 def model_flops_per_token(state: dict, size: dict) -> tuple[float, int, int]:
@@ -57,10 +59,10 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="one small block, to check the script")
     args = parser.parse_args()
     size = TINY if args.tiny else GPT2_SMALL
-    task, feed, programs, state = setup(overrides(size), args.batch, args.precision, seeds=1)
+    overrides = [RECIPE, *size_overrides(size), f"trainer.steps_per_call={STEPS_PER_CALL}"]
+    task, feed, programs, state = setup(overrides, args.batch, args.precision, seeds=1)
     per_token, num_params, positions = model_flops_per_token(state, size)  # before the timing donates it
-    per_call = 8
-    rate = steps_per_s(feed, programs, state, args.seconds, per_call)
+    rate = steps_per_s(feed, programs, state, args.seconds, STEPS_PER_CALL)
     tokens = args.batch * size["context"]
     peak, source = peak_flops(args.precision)
     achieved = rate * tokens * per_token

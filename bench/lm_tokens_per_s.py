@@ -11,6 +11,11 @@ state, batches gathered on device from host-made indices over the same training 
 alternate, median of repeats.
 
     python bench/lm_tokens_per_s.py [--steps 600] [--repeats 3] [overrides...]
+    python bench/lm_tokens_per_s.py --gpt2-small --steps 200 --repeats 1 precision=bfloat16 data.batch_size=16
+
+``--gpt2-small`` resizes the recipe as ``bench/lm_mfu.py`` does (12 blocks, width 768, context
+1024); with ``precision=bfloat16`` both sides compute in bfloat16 with float32 parameters and a
+float32 loss, as ``research.precision`` does.
 """
 
 from __future__ import annotations
@@ -23,9 +28,11 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from lm_mfu import GPT2_SMALL, size_overrides  # bench/ is on sys.path
 
 from research.config import compose_train
 from research.engine.loop import fit
@@ -90,7 +97,7 @@ def hand_written(steps: int, overrides: list[str]) -> float:
     data = jax.device_put(windows)
 
     def loss_fn(params, tokens):
-        logits = nnx.merge(graphdef, params, rest)(tokens[:, :-1])
+        logits = nnx.merge(graphdef, params, rest)(tokens[:, :-1]).astype(jnp.float32)  # as cast_output
         return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
 
     def step(params, opt_state, idx):
@@ -115,8 +122,11 @@ def main() -> None:
     )
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--gpt2-small", action="store_true", help="the GPT-2-small size of lm_mfu.py")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
+    if args.gpt2_small:
+        args.overrides = [*size_overrides(GPT2_SMALL), *args.overrides]
     print(f"# {platform.node()} | {jax.devices()[0].device_kind} | jax {jax.__version__}")
     rows: dict[str, list[float]] = {"as_user_runs": [], "loop_alone": [], "hand_written": []}
     for _ in range(args.repeats):
