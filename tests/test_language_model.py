@@ -73,6 +73,7 @@ def sample_cmd(run_dir: Path, *args: str) -> str:
     proc = subprocess.run([sys.executable, "-m", "research.sample", f"run={run_dir}", *args],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "WARNING" not in proc.stderr, proc.stderr[-2000:]  # the sample is all a user should see
     return proc.stdout[:-1]  # the trailing newline print adds
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from research.data.tfds_logging import absl_errors_only
+from research.absl_logging import absl_errors_only
 from research.errors import DataError
 
 log = logging.getLogger(__name__)

@@ -22,9 +22,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+from research.absl_logging import absl_errors_only
 from research.data.base import Dataset
 from research.data.splits import TFDSSplit, carve_validation
-from research.data.tfds_logging import absl_errors_only
 from research.data.tfds_source import _normalization
 from research.data.transforms import Augment, make_transform
 from research.errors import ConfigError, DataError

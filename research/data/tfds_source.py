@@ -21,10 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
 
+from research.absl_logging import absl_errors_only
 from research.data import digits, fashion_mnist
 from research.data.base import Dataset
 from research.data.splits import TFDSSplit, carve_validation
-from research.data.tfds_logging import absl_errors_only
 from research.data.transforms import Augment, make_transform
 from research.errors import ConfigError, DataError
 

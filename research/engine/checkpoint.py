@@ -273,9 +273,11 @@ def saved_shapes(state_dir: Path) -> dict[str, tuple[tuple[int, ...], str]]:
     import jax
     import orbax.checkpoint as ocp
 
+    from research.absl_logging import absl_errors_only
     from research.optim import param_path
 
-    with ocp.StandardCheckpointer() as ckptr:
+    # The step's _CHECKPOINT_METADATA sits one folder up; Orbax warns that the item has none.
+    with absl_errors_only(), ocp.StandardCheckpointer() as ckptr:
         md = ckptr.metadata(Path(state_dir).absolute())  # Orbax reads no arrays on a relative path
     tree = getattr(getattr(md, "item_metadata", md), "tree", getattr(md, "item_metadata", md))
     return {
