@@ -9,21 +9,15 @@ before any job is submitted.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import json
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
-from research.config import CONF_DIR
-from research.errors import (
-    EXIT_INTERRUPTED,
-    EXIT_PREEMPTED,
-    EXIT_USER_ERROR,
-    TrialPruned,
-    UserError,
-)
+from research.console import fail, print_summary, report_errors
+from research.errors import UserError
+from research.paths import CONF_DIR
 
 EXPERIMENTS_DIR = CONF_DIR / "experiment"
 HYDRA_FLAGS = {
@@ -43,38 +37,6 @@ HYDRA_FLAGS = {
 }
 
 
-def fail(message: str, code: int = EXIT_USER_ERROR) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(code)
-
-
-@contextlib.contextmanager
-def report_errors(exit_on_error: bool = True):
-    """UserError -> one line on stderr; exit (single run) or let the sweep go on (multirun)."""
-    from hydra.errors import InstantiationException
-
-    from research.engine.preemption import Interrupted, Preempted
-
-    try:
-        yield
-    except Interrupted as e:
-        fail(str(e), EXIT_INTERRUPTED)
-    except Preempted as e:
-        fail(str(e), EXIT_PREEMPTED)
-    except TrialPruned as e:
-        if exit_on_error:
-            fail(str(e))
-        print(f"trial {e}", file=sys.stderr)
-        raise  # to the sweeper, which records the trial as pruned
-    except (UserError, InstantiationException) as e:
-        error = e.__cause__ if isinstance(e, InstantiationException) else e
-        if not isinstance(error, UserError):  # a bug, not bad input: keep the traceback
-            raise
-        if exit_on_error:
-            fail(str(error))
-        print(f"error: {error}", file=sys.stderr)
-
-
 def available_experiments() -> list[str]:
     return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
 
@@ -82,6 +44,9 @@ def available_experiments() -> list[str]:
 def _explain(error: Exception) -> str:
     """Hydra's multi-line composition errors, as one line that says what to change."""
     text = str(error).strip()
+    override = re.search(r"Error merging override (\S+?)=(.*)", text)
+    if override and (line := _trainer_error(override.group(1), override.group(2))):
+        return line
     if m := re.search(r"Could not override '([^']+)'", text):
         return (
             f"unknown config key '{m.group(1)}': check the spelling "
@@ -101,6 +66,27 @@ def _explain(error: Exception) -> str:
     if "Could not find" in text and "experiment" in text:
         return text.splitlines()[0]
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def _trainer_error(key: str, value: str) -> str | None:
+    """A ``trainer.*`` override Hydra refused, explained by the trainer's schema in one line."""
+    if not key.startswith("trainer."):
+        return None
+    import yaml
+
+    from research.engine.settings import TrainerConfig
+
+    values: dict = {}
+    node = values
+    *groups, leaf = key.split(".")[1:]
+    for group in groups:
+        node = node.setdefault(group, {})
+    node[leaf] = yaml.safe_load(value)
+    try:
+        TrainerConfig.from_dict(values)
+    except UserError as e:
+        return str(e)
+    return None
 
 
 VALUE_FLAGS = {"--config-dir", "-cd", "--config-name", "-cn", "--config-path", "-cp", "--experimental-rerun"}
@@ -175,22 +161,22 @@ def check_rerun(cfg, run_dir: Path) -> dict | None:
 
     from research import experiment, rerun
     from research.engine import distributed
-    from research.engine.loop import total_steps
+    from research.engine.feed import example_spec
 
     distributed.initialize(cfg.get("distributed"))  # before anything touches a device
     built = experiment.prepare(cfg)
     if not built.trainer.resume:
         return None
-    abstract = rerun.abstract_state(built.task, built.dataset, experiment.replicas_of(cfg))
+    example = example_spec(built.dataset, "train")
+    streams = built.dataset is not None and example is None  # its first batch would have to be read
+    abstract = None if streams else experiment.replicas_of(cfg).abstract_state(built.task.init, 0, example)
     config = OmegaConf.to_container(cfg, resolve=False)
     config.pop("hydra", None)
     try:
-        changes = rerun.check(
-            run_dir, config, abstract, total_steps(built.trainer, built.dataset, built.folds)
-        )
+        changes = rerun.check(run_dir, config, abstract, built.steps)
     except rerun.Finished as done:
         print(f"{done}; to train again: trainer.resume=false hydra.run.dir=<new dir>")
-        print_summary(done.summary)
+        print_summary(done.summary, headline(built.task))
         return done.summary
     if changes:
         print(f"continuing {run_dir} with changed settings: {'; '.join(changes)}", flush=True)
@@ -235,23 +221,6 @@ def preflight(argv: list[str] | None = None) -> None:
                 sys.exit(0)
 
 
-def print_summary(summary: dict) -> None:
-    """The headline numbers on stdout (the full summary is in summary.json)."""
-    keys = [
-        k
-        for k in summary
-        if k.startswith(("test/", "eval/", "val/", "cv/"))
-        and not k.endswith(("_per_seed", "_per_fold", "confusion_matrix"))
-    ]
-    keys += [
-        "train/return",
-        "steps",
-        "best_step",
-        "trace_s",
-        "compile_s",
-        "wall_s",
-        "train/steps_per_s",
-        "env_steps_per_s",
-    ]
-    shown = {k: summary[k] for k in keys if k in summary}
-    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in shown.items()}, indent=1))
+def headline(task: Any) -> tuple[str, ...]:
+    """The summary entries a task declares worth showing, with the rates of its counters."""
+    return (*task.headline, *(f"{c}_per_s" for c in task.counters))

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from research.cli import fail
+from research.console import fail
 from research.engine.plots import pyplot, read_history
 from research.errors import UserError
 

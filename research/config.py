@@ -13,11 +13,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
+from research.engine.settings import TrainerConfig
 from research.errors import ConfigError
+from research.paths import CONF_DIR
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 TARGET_GROUPS = ("model", "task")  # config groups whose keys are the arguments of their _target_
 
 # key, types accepted, predicate on the value, what the predicate requires
@@ -27,50 +28,13 @@ CHECKS: list[tuple[str, tuple, Any, str]] = [
     ("data.eval_batch_size", (int,), lambda v: v > 0, "a positive integer"),
     ("data.val_fraction", (int, float), lambda v: 0 <= v < 1, "in [0, 1)"),
     ("optimizer.learning_rate", (int, float), lambda v: v > 0, "a positive number"),
-    ("trainer.epochs", (int,), lambda v: v > 0, "a positive integer"),
-    ("trainer.max_steps", (int, type(None)), lambda v: v is None or v > 0, "a positive integer or null"),
-    ("trainer.steps_per_call", (int,), lambda v: v > 0, "a positive integer"),
-    ("trainer.log_every", (int,), lambda v: v > 0, "a positive integer"),
-    ("trainer.eval_every", (int, type(None)), lambda v: v is None or v > 0, "a positive integer or null"),
-    ("trainer.num_seeds", (int,), lambda v: v > 0, "a positive integer"),
-    ("trainer.cv_folds", (int, type(None)), lambda v: v is None or v >= 2, "an integer >= 2 or null"),
-    ("trainer.cv_fold", (int, type(None)), lambda v: v is None or v >= 0, "a fold index >= 0 or null"),
-    (
-        "trainer.early_stopping.mode",
-        (str, type(None)),
-        lambda v: v in ("max", "min", None),
-        "max, min or null",
-    ),
-    (
-        "trainer.checkpoint.every",
-        (int, type(None)),
-        lambda v: v is None or v > 0,
-        "a positive integer or null",
-    ),
-    (
-        "trainer.checkpoint.every_s",
-        (int, float, type(None)),
-        lambda v: v is None or v > 0,
-        "a positive number of seconds or null",
-    ),
-    (
-        "trainer.early_stopping.patience",
-        (int, type(None)),
-        lambda v: v is None or v > 0,
-        "a positive integer or null",
-    ),
-    ("trainer.checkpoint.keep_best", (int,), lambda v: v > 0, "a positive integer"),
-    (
-        "trainer.unoptimized",
-        (ListConfig,),
-        lambda v: set(v) <= {"init", "train", "eval"},
-        "a list of programs among init, train, eval",
-    ),
 ]
 
 
 def check(cfg: DictConfig) -> None:
-    """Raise ConfigError naming the first key whose value is missing, mistyped or out of range."""
+    """Raise ConfigError naming the first key whose value is missing, mistyped or out of range
+    (the trainer's by its schema, ``research/engine/settings.py``).
+    """
     for key, types, ok, requirement in CHECKS:
         node = OmegaConf.select(cfg, key, default="__absent__", throw_on_missing=False)
         if node == "__absent__":
@@ -79,8 +43,15 @@ def check(cfg: DictConfig) -> None:
             raise ConfigError(f"{key} is required: set it on the command line ({key}=...)")
         if isinstance(node, bool) or not isinstance(node, types) or not ok(node):
             raise ConfigError(f"{key} must be {requirement}, got {node!r}")
+    if "trainer" in cfg:
+        trainer_settings(cfg)
     for group in TARGET_GROUPS:
         _check_parameters(group, cfg.get(group))
+
+
+def trainer_settings(cfg: DictConfig) -> TrainerConfig:
+    """``cfg.trainer`` as the typed settings the engine reads, or one ConfigError line."""
+    return TrainerConfig.from_dict(OmegaConf.to_container(cfg.trainer, resolve=True))
 
 
 def _check_parameters(group: str, node: Any) -> None:
@@ -120,8 +91,12 @@ def run_id() -> str:
 
 
 def register_resolvers() -> None:
+    """The ``${run_id:}`` resolver, and the trainer schema as the ``trainer`` group's ``default``."""
     if not OmegaConf.has_resolver("run_id"):
         OmegaConf.register_new_resolver("run_id", run_id, use_cache=True)
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(group="trainer", name="default", node=TrainerConfig)
 
 
 def compose_train(overrides: Sequence[str] = ()) -> DictConfig:
@@ -134,3 +109,55 @@ def compose_train(overrides: Sequence[str] = ()) -> DictConfig:
     register_resolvers()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         return compose("train", overrides=list(overrides))
+
+
+def saved_run_dir(path: str | Path) -> Path:
+    """The directory of a training run that a command reads (evaluate, export, ...), checked."""
+    run_dir = Path(path).expanduser()
+    if not run_dir.is_dir():
+        raise ConfigError(f"no run directory {run_dir} (run=<the run directory of a training run>)")
+    register_resolvers()
+    return run_dir
+
+
+def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> DictConfig:
+    """A run's saved config with ``group=choice``, ``a.b=value`` and ``+evaluators=...`` overrides."""
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.exists():
+        raise ConfigError(
+            f"no run in {run_dir}: looked for {path} (run=<the run directory of a training run>)"
+        )
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as e:  # noqa: BLE001 - any parse failure is the same damaged file to the user
+        raise ConfigError(
+            f"{path} cannot be read ({type(e).__name__}): the run's config is damaged"
+        ) from None
+    for override in overrides:
+        key, _, value = override.partition("=")
+        key = key.lstrip("+")
+        if key == "evaluators":  # evaluators=a or +evaluators=[a,b]: added to the run's own
+            cfg.evaluators = OmegaConf.merge(cfg.get("evaluators") or {}, _evaluator_configs(value))
+        elif "." not in key:  # a config group choice: take that group's node from the config tree
+            composed = compose_train([override])
+            if key not in composed:
+                raise ConfigError(f"{key}={value}: no such config group")
+            cfg[key] = composed[key]
+        elif OmegaConf.select(cfg, key, default="__absent__") == "__absent__":
+            raise ConfigError(f"unknown config key {key!r} in the run's config (see {path})")
+        else:
+            import yaml
+
+            OmegaConf.update(cfg, key, yaml.safe_load(value))
+    return cfg
+
+
+def _evaluator_configs(value: str) -> Any:
+    """The ``evaluators`` node that ``+evaluators=<value>`` composes, or one line naming the choices."""
+    from hydra.errors import HydraException
+
+    try:
+        return compose_train([f"+evaluators={value}"]).evaluators
+    except HydraException:
+        names = sorted(p.stem for p in (CONF_DIR / "evaluators").glob("*.yaml"))
+        raise ConfigError(f"evaluators={value}: choose among {names} (conf/evaluators/)") from None

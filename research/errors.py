@@ -30,3 +30,11 @@ class CheckpointError(UserError):
 
 class TrialPruned(UserError):
     """A sweeper's pruner stopped this trial; the run's files say so."""
+
+
+class Preempted(Exception):
+    """Raised after the preemption checkpoint is saved (SIGTERM, SIGUSR1)."""
+
+
+class Interrupted(Preempted):
+    """Raised after the checkpoint of a run stopped with Ctrl-C is saved."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,10 @@ from omegaconf import DictConfig, OmegaConf
 from research import config as config_checks
 from research import precision
 from research.engine import cross_validation
-from research.engine.loop import TrainerConfig, total_steps
+from research.engine.evaluation import check_metric
 from research.engine.replicas import Replicas
+from research.engine.saved import SavedRun
+from research.engine.settings import TrainerConfig, total_steps
 from research.errors import ConfigError
 from research.optim import OptimizerFactory
 
@@ -39,6 +42,7 @@ class Built:
     dataset: Any
     trainer: TrainerConfig
     evaluators: dict[str, Any]
+    steps: int  # train steps of the whole run: computed here once
     folds: cross_validation.FoldPlan | None = None  # trainer.cv_folds: which examples each fold uses
 
 
@@ -59,12 +63,20 @@ def build(cfg: DictConfig) -> Built:
     logging.getLogger("absl").setLevel(logging.WARNING)  # TFDS and Orbax narrate every file at INFO
     data_cfg = cfg.get("data") or {}
     dataset = instantiate(data_cfg, _convert_="all") if "_target_" in data_cfg else None
-    trainer = TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True))
+    trainer = config_checks.trainer_settings(cfg)
     folds = cross_validation.plan(trainer, dataset, cfg.seed)
-    task = _make_task(cfg, dataset, trainer, folds)
+    steps = run_steps(trainer, dataset, folds)
+    task = _make_task(cfg, dataset, steps)
     evaluators = _extra_evaluators(cfg, task, dataset)
-    _check_metric(cfg, task, evaluators)
-    return Built(task, dataset, trainer, evaluators, folds)
+    check_metric(trainer.early_stopping.metric or task.metric, {**task.evaluators(), **evaluators})
+    return Built(task, dataset, trainer, evaluators, steps, folds)
+
+
+def run_steps(trainer: TrainerConfig, dataset: Any, folds: Any = None) -> int:
+    """Train steps of the whole run: max_steps, or epochs over the train split (or a fold's part)."""
+    num_train = None if dataset is None else dataset.splits["train"].num_examples
+    num_train = folds.num_train if folds else num_train
+    return total_steps(trainer, num_train, None if dataset is None else dataset.batch_size)
 
 
 def prepare(cfg: DictConfig) -> Built:
@@ -74,7 +86,7 @@ def prepare(cfg: DictConfig) -> Built:
     return built
 
 
-def _make_task(cfg: DictConfig, dataset: Any, trainer: TrainerConfig, folds: Any = None) -> Any:
+def _make_task(cfg: DictConfig, dataset: Any, steps: int) -> Any:
     task_cfg = OmegaConf.to_container(cfg.task, resolve=True)
     models = task_cfg.pop("models", None)
     optimizers = task_cfg.pop("optimizers", None)
@@ -82,7 +94,7 @@ def _make_task(cfg: DictConfig, dataset: Any, trainer: TrainerConfig, folds: Any
     make_task = instantiate(task_cfg, _partial_=True, _convert_="all")
     policy = precision.Policy(**(OmegaConf.to_container(cfg.precision) if cfg.get("precision") else {}))
     replicas = replicas_of(cfg)
-    kwargs: dict[str, Any] = {"total_steps": total_steps(trainer, dataset, folds), "dataset": dataset}
+    kwargs: dict[str, Any] = {"total_steps": steps, "dataset": dataset}
     if cfg.get("model"):
         kwargs["model"] = policy.model_factory(instantiate(cfg.model, _partial_=True, _convert_="all"))
     if cfg.get("optimizer"):
@@ -113,37 +125,23 @@ def _extra_evaluators(cfg: DictConfig, task: Any, dataset: Any) -> dict[str, Any
         if not isinstance(node, DictConfig) or "_target_" not in node:
             raise ConfigError(f"evaluators.{name} needs a _target_ (see conf/evaluators/)")
         # Built as a partial, then called: Hydra would turn the dataclass arguments into config.
-        out[name] = instantiate(node, _partial_=True, _convert_="all")(task=task, dataset=dataset)
+        make = instantiate(node, _partial_=True, _convert_="all")
+        wants_runs = "open_run" in inspect.signature(make.func).parameters  # reads another run (frechet)
+        out[name] = make(task=task, dataset=dataset, **({"open_run": open_saved} if wants_runs else {}))
     return out
-
-
-def _check_metric(cfg: DictConfig, task: Any, evaluators: dict[str, Any]) -> None:
-    """The early-stopping metric must be one that the run's validation evaluators record."""
-    metric = cfg.trainer.early_stopping.get("metric") or task.metric
-    all_evaluators = {**task.evaluators(), **evaluators}
-    known = {
-        f"{'val' if e.needs_data else e.schedule.prefix}/{m}"
-        for e in all_evaluators.values()
-        for m in e.metric_names()
-    }
-    if metric not in known:
-        raise ConfigError(
-            f"trainer.early_stopping.metric={metric!r} is not a metric this run evaluates: "
-            f"choose one of {', '.join(sorted(known)) or '(none: the task has no evaluator)'}"
-        )
 
 
 def replicas_of(cfg: DictConfig) -> Replicas:
     """Seeds, learning-rate grid or CV folds trained together in one program (trainer.num_seeds,
     vmap_over, cv_folds without cv_fold).
     """
-    all_folds = cfg.trainer.get("cv_folds") and cfg.trainer.get("cv_fold") is None
+    trainer = cfg.trainer
     return Replicas(
-        num_seeds=int(cfg.trainer.num_seeds),
-        key=cfg.trainer.get("vmap_over"),
-        values=tuple(cfg.trainer.get("vmap_values") or ()),
+        num_seeds=int(trainer.num_seeds),
+        key=trainer.vmap_over,
+        values=tuple(trainer.vmap_values),
         base_value=(cfg.get("optimizer") or {}).get("learning_rate"),
-        folds=int(cfg.trainer.cv_folds) if all_folds else 1,
+        folds=int(trainer.cv_folds) if trainer.cv_folds and trainer.cv_fold is None else 1,
     )
 
 
@@ -164,8 +162,9 @@ def run(cfg: DictConfig, run_dir: Path, wandb_group: str | None = None, on_eval:
     OmegaConf.update(refit_cfg, "trainer.cv_folds", None, merge=False)
     OmegaConf.update(refit_cfg, "trainer.cv_refit", False, merge=False)
     trainer = dataclasses.replace(built.trainer, cv_folds=None, cv_refit=False)
-    task = _make_task(refit_cfg, built.dataset, trainer)
-    refit = Built(task, built.dataset, trainer, _extra_evaluators(refit_cfg, task, built.dataset))
+    steps = run_steps(trainer, built.dataset)
+    task = _make_task(refit_cfg, built.dataset, steps)
+    refit = Built(task, built.dataset, trainer, _extra_evaluators(refit_cfg, task, built.dataset), steps)
     refit_summary = _fit(refit_cfg, refit, Path(run_dir) / REFIT_DIR, wandb_group, None)
     summary = {
         **summary,
@@ -205,6 +204,7 @@ def _fit(cfg: DictConfig, built: Built, run_dir: Path, wandb_group: str | None, 
         built.task,
         built.dataset,
         built.trainer,
+        steps=built.steps,
         seed=cfg.seed,
         mesh_sizes=OmegaConf.to_container(cfg.mesh),
         run_dir=run_dir,
@@ -215,3 +215,49 @@ def _fit(cfg: DictConfig, built: Built, run_dir: Path, wandb_group: str | None, 
         on_eval=on_eval,
         folds=built.folds,
     )
+
+
+@dataclasses.dataclass
+class Opened:
+    """A saved run opened for reading: its config, built objects, layout and one restored state."""
+
+    cfg: DictConfig
+    built: Built
+    saved: SavedRun
+    step: int
+    state: Any
+
+
+def open_saved(
+    run_dir: str | Path,
+    overrides: Sequence[str] = (),
+    checkpoint: str = "best",
+    replica: int | None = None,
+    check: Callable[[DictConfig, Built], None] | None = None,
+) -> Opened:
+    """The run in ``run_dir`` rebuilt from its saved config (with ``overrides``) and checkpoint
+    ``checkpoint`` (best, latest or a step) restored, read-only; ``replica`` picks one of several.
+    ``check(cfg, built)`` refuses a run that cannot serve (no classifier...) before anything is read.
+
+    Every command that reads a run (evaluate, export, sample, generate, the Frechet
+    evaluator's classifier, a distillation teacher) opens it here, and nothing in the run
+    directory changes.
+    """
+    run_dir = config_checks.saved_run_dir(run_dir)
+    cfg = config_checks.load_run_config(run_dir, overrides)
+    built = build(cfg)
+    if check is not None:
+        check(cfg, built)
+    replicas = replicas_of(cfg)
+    saved = SavedRun(
+        built.task, built.dataset, built.trainer, seed=cfg.seed, mesh_sizes=_plain(cfg.mesh),
+        run_dir=run_dir, replicas=replicas,
+    )  # fmt: skip
+    try:
+        step = saved.choose(checkpoint)
+        state = saved.restore(step)
+    finally:
+        saved.close()  # what is restored is all a reader needs of the checkpoints
+    if replica is not None:
+        state = saved.replica(state, replica)
+    return Opened(cfg, built, saved, step, state)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from research import cli
+from research import console
 from research.errors import ConfigError
 
 USAGE = (
@@ -65,14 +65,19 @@ def flatten(tree: Any) -> tuple[dict[str, np.ndarray], dict[str, Any], Any, list
     return arrays, keys, treedef, names
 
 
+def check_classifier(cfg: Any, built: Any) -> None:
+    """One line when the run's task has no ``logits(state, images)`` to export."""
+    from research.engine.api import Classifier
+
+    if not isinstance(built.task, Classifier):
+        name = type(built.task).__name__
+        raise ConfigError(f"research.export needs a classifier with logits(state, images); {name} has none")
+
+
 def export_model(task: Any, state: Any, input_shape: tuple, dtype: Any, platforms: list[str] | None) -> tuple:
     """(jax.export.Exported, flat params) of ``task.logits`` for a batch of any size."""
     import jax
 
-    if not callable(getattr(task, "logits", None)):
-        raise ConfigError(
-            f"research.export needs a classifier with logits(state, images); {type(task).__name__} has none"
-        )
     learned = {k: state[k] for k in task.reusable if k in state}
     flat, keys, treedef, names = flatten(learned)
 
@@ -108,39 +113,21 @@ def write(out: Path, exported: Any, flat: dict, meta: dict) -> None:
 
 def export(run_dir: Path, options: dict[str, str], overrides: list[str]) -> Path:
     """Restore the chosen checkpoint of ``run_dir`` and write its exported model; returns the folder."""
-    import jax
-    from omegaconf import OmegaConf
+    from research.experiment import open_saved
 
-    from research import experiment
-    from research.engine.inference import restore_saved
-    from research.evaluate import choose_step, load_config
-
-    cfg = load_config(run_dir, overrides)
-    built = experiment.build(cfg)
-    replicas = experiment.replicas_of(cfg)
-    state, step = restore_saved(
-        built,
-        run_dir,
-        seed=cfg.seed,
-        mesh_sizes=OmegaConf.to_container(cfg.mesh),
-        replicas=replicas,
-        choose=lambda steps, best: choose_step(steps, best, options["checkpoint"]),
+    opened = open_saved(
+        run_dir, overrides, options["checkpoint"], replica=int(options["replica"]), check=check_classifier
     )
-    replica = int(options["replica"])
-    if replicas.vmapped:
-        if replica >= replicas.count:
-            raise ConfigError(
-                f"replica={replica}: the run trained {replicas.count} replicas (0..{replicas.count - 1})"
-            )
-        state = jax.tree.map(lambda a: a[replica], state)
-    dataset = built.dataset
+    dataset = opened.built.dataset
     dtype = np.asarray(dataset.splits["test"].arrays()["image"][:1]).dtype
     platforms = options["platforms"].split(",") if "platforms" in options else None
-    exported, flat = export_model(built.task, state, tuple(dataset.input_shape), dtype, platforms)
+    exported, flat = export_model(
+        opened.built.task, opened.state, tuple(dataset.input_shape), dtype, platforms
+    )
     out = Path(options.get("out") or run_dir / "exported")
     meta = {
-        "name": cfg.name,
-        "checkpoint_step": step,
+        "name": opened.cfg.name,
+        "checkpoint_step": opened.step,
         "input_shape": list(dataset.input_shape),
         "input_dtype": str(dtype),
         "class_names": list(dataset.class_names),
@@ -152,11 +139,9 @@ def export(run_dir: Path, options: dict[str, str], overrides: list[str]) -> Path
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    with cli.report_errors():  # bad input, also inside a config's _target_, is one line
+    with console.report_errors():  # bad input, also inside a config's _target_, is one line
         options, overrides = parse(argv)
-        from research.evaluate import saved_run
-
-        out = export(saved_run(options), options, overrides)
+        out = export(Path(options["run"]).expanduser(), options, overrides)
     print(f"wrote {out} (model.stablehlo, params.npz, meta.json, README.md)")
 
 

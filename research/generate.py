@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from research import cli
+from research import console
 from research.errors import ConfigError
 
 USAGE = (
@@ -48,15 +48,15 @@ def parse(argv: list[str]) -> dict[str, Any]:
     return {**options, **typed}
 
 
-def conditional_task(built: Any, cfg: Any, run_dir: Path) -> Any:
-    """The run's task, or one line when it is not a class-conditional generator."""
-    task = built.task
-    if not getattr(task, "classes", 0) or not callable(getattr(task, "sample_classes", None)):
+def check_conditional(cfg: Any, built: Any) -> None:
+    """One line when the run's task is not a class-conditional generator."""
+    from research.engine.api import ClassSampler
+
+    if not isinstance(built.task, ClassSampler) or not built.task.classes:
         raise ConfigError(
-            f"run={run_dir} trained task={cfg.task._target_} without class conditioning: research.generate "
+            f"the run trained task={cfg.task._target_} without class conditioning: research.generate "
             "needs a class-conditional generator (task.conditional=true, e.g. +experiment=digits_cgan)"
         )
-    return task
 
 
 def draw(
@@ -85,36 +85,23 @@ def to_pixels(images: np.ndarray, pixel_max: float, dtype: np.dtype) -> np.ndarr
 
 def generate(run_dir: Path, options: dict[str, Any]) -> Path:
     """Sample the chosen checkpoint of ``run_dir`` into a TFDS dataset; returns its folder."""
-    import jax
-    from omegaconf import OmegaConf
-
-    from research import experiment
     from research.data import generated
-    from research.engine.inference import restore_saved
-    from research.evaluate import choose_step, load_config
+    from research.experiment import open_saved
 
     out = Path(options.get("out") or run_dir / generated.NAME).expanduser()
     if out.exists():
         raise ConfigError(f"{out} exists and is not overwritten: choose another out=<dir> or delete it")
-    cfg = load_config(run_dir, [])
-    built = experiment.build(cfg)
-    task = conditional_task(built, cfg, run_dir)
-    state, step = restore_saved(
-        built,
-        run_dir,
-        seed=cfg.seed,
-        mesh_sizes=OmegaConf.to_container(cfg.mesh),
-        replicas=experiment.replicas_of(cfg),
-        choose=lambda steps, best: choose_step(steps, best, options["checkpoint"]),
+    # Several seeds trained together: sample from the first.
+    opened = open_saved(run_dir, checkpoint=options["checkpoint"], replica=0, check=check_conditional)
+    cfg, built = opened.cfg, opened.built
+    images, labels = draw(
+        built.task, opened.state, options["num_examples"], options["seed"], options["batch_size"]
     )
-    if experiment.replicas_of(cfg).vmapped:  # several seeds trained together: sample from the first
-        state = jax.tree.map(lambda a: a[0], state)
-    images, labels = draw(task, state, options["num_examples"], options["seed"], options["batch_size"])
     dtype = np.asarray(built.dataset.splits["test"].arrays()["image"][:1]).dtype
     pixels = to_pixels(images, float(cfg.data.pixel_max), dtype)
     meta = {
         "run": str(run_dir),
-        "checkpoint_step": step,
+        "checkpoint_step": opened.step,
         "seed": options["seed"],
         "num_examples": len(labels),
         "source": built.dataset.name,
@@ -124,11 +111,9 @@ def generate(run_dir: Path, options: dict[str, Any]) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    with cli.report_errors():  # bad input, also inside a config's _target_, is one line
+    with console.report_errors():  # bad input, also inside a config's _target_, is one line
         options = parse(argv)
-        from research.evaluate import saved_run
-
-        folder = generate(saved_run(options), options)
+        folder = generate(Path(options["run"]).expanduser(), options)
     out = f" data.out={options['out']}" if "out" in options else ""
     print(f"wrote {options['num_examples']} examples to {folder}; train on them with "
           f"data=generated data.run={options['run']}{out}")  # fmt: skip

@@ -11,8 +11,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import jax
-
 from research.engine.checkpoint import STATE, shape_mismatches
 from research.errors import ConfigError
 
@@ -96,23 +94,3 @@ def _mismatches(run_dir: Path, steps: list[int], abstract: Any) -> list[str]:
             return []
         first = first or mismatched
     return first or []
-
-
-def abstract_state(task: Any, dataset: Any, replicas: Any) -> Any:
-    """The state's shapes for the first batch, without touching data on device; None if the
-    train split streams (its first batch would have to be read).
-    """
-    example = None
-    if dataset is not None:
-        split = dataset.splits["train"]
-        if not split.in_memory:
-            return None
-        example = {
-            k: jax.ShapeDtypeStruct((dataset.batch_size, *v.shape[1:]), v.dtype)
-            for k, v in split.arrays().items()
-        }
-    rng = jax.random.PRNGKey(0)
-    abstract = jax.eval_shape(task.init, rng, example)
-    if replicas.vmapped:
-        abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct((replicas.count, *a.shape), a.dtype), abstract)
-    return abstract

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from research import cli
-from research.errors import ConfigError, UserError
+from research import console
+from research.errors import ConfigError
 
 USAGE = (
     'usage: python -m research.sample run=<run dir> prompt="ROMEO:" max_new_tokens=500 '
@@ -58,30 +58,21 @@ def sample(options: dict[str, Any]) -> str:
     import jax
     import jax.numpy as jnp
     from flax import nnx
-    from omegaconf import OmegaConf
 
-    from research import experiment
     from research.data.text import from_info
-    from research.engine.inference import restore_saved
-    from research.evaluate import choose_step, load_config
+    from research.engine.api import LanguageModel
+    from research.experiment import open_saved
     from research.models.sampling import generate
 
-    cfg = load_config(options["run"], [])
-    built = experiment.build(cfg)
-    task = built.task
-    if not hasattr(task, "vocab_size"):
-        raise ConfigError(f"run={options['run']} trained task={cfg.task._target_}, not a language model")
-    state, _ = restore_saved(
-        built,
-        options["run"],
-        seed=cfg.seed,
-        mesh_sizes=OmegaConf.to_container(cfg.mesh),
-        replicas=experiment.replicas_of(cfg),
-        choose=lambda steps, best: choose_step(steps, best, options["checkpoint"]),
-    )
-    if experiment.replicas_of(cfg).vmapped:  # several seeds trained together: sample from the first
-        state = jax.tree.map(lambda a: a[0], state)
-    tokenizer = from_info(built.dataset.info)
+    opened = open_saved(
+        options["run"], checkpoint=options["checkpoint"], replica=0
+    )  # several seeds: the first
+    task, state = opened.built.task, opened.state
+    if not isinstance(task, LanguageModel):
+        raise ConfigError(
+            f"run={options['run']} trained task={opened.cfg.task._target_}, not a language model"
+        )
+    tokenizer = from_info(opened.built.dataset.info)
     prompt_ids = tokenizer.encode(options["prompt"])
     if not len(prompt_ids):
         raise ConfigError('prompt= is empty: give at least one character (prompt="ROMEO:")')
@@ -93,18 +84,8 @@ def sample(options: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    try:
-        options = parse(argv)
-        if not options["run"].is_dir():
-            raise ConfigError(
-                f"no run directory {options['run']} (run=<the run directory of a training run>)"
-            )
-        from research.config import register_resolvers
-
-        register_resolvers()
-        text = sample(options)
-    except UserError as e:
-        cli.fail(str(e))
+    with console.report_errors():
+        text = sample(parse(argv))
     sys.stdout.write(text + "\n")
 
 

@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from research.cli import fail
+from research.console import fail
 from research.errors import UserError
 
 STORAGE_FILE = "study.db"

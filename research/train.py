@@ -11,9 +11,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from research import cli
+from research import cli, console
 from research.config import register_resolvers
 from research.engine.preemption import ctrl_c_pressed, take_ctrl_c
+from research.errors import EXIT_INTERRUPTED
 
 register_resolvers()
 
@@ -22,13 +23,14 @@ register_resolvers()
 def main(cfg: DictConfig) -> float | None:
     """One run. Returns ``summary[cfg.optimized_metric]`` for sweepers (Optuna)."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import get_object
 
     if ctrl_c_pressed():  # during an earlier job of this sweep, after its last step
-        cli.fail("interrupted (Ctrl-C) before this job started", cli.EXIT_INTERRUPTED)
+        console.fail("interrupted (Ctrl-C) before this job started", EXIT_INTERRUPTED)
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode.name == "MULTIRUN"
     group = Path(hydra_cfg.sweep.dir).name if multirun else None
-    with cli.report_errors(exit_on_error=not multirun):
+    with console.report_errors(exit_on_error=not multirun):
         from research.experiment import run
         from research.sweep.trial import reporter
 
@@ -38,7 +40,7 @@ def main(cfg: DictConfig) -> float | None:
         summary = cli.check_rerun(cfg, run_dir) if multirun else None
         if summary is None:
             summary = run(cfg, run_dir, wandb_group=group, on_eval=reporter(cfg))  # Optuna trials: pruning
-            cli.print_summary(summary)
+            console.print_summary(summary, cli.headline(get_object(cfg.task._target_)))
         if cfg.get("optimized_metric"):
             return float(summary[cfg.optimized_metric])
     return None  # a failed job in a sweep: Optuna marks the trial failed and goes on

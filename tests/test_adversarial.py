@@ -12,7 +12,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from omegaconf import OmegaConf
 
 from research.errors import ConfigError
 from research.evaluators.adversarial import Adversarial, fgsm, pgd
@@ -80,30 +79,19 @@ def mlp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def evaluate_robustness(run_dir: Path) -> dict:
     """The run's best checkpoint on test, with the adversarial and per_class evaluators added."""
-    from research import experiment
-    from research.config import register_resolvers
-    from research.engine.inference import evaluate_saved
-    from research.evaluate import load_config
+    from research.evaluate import write_images
+    from research.experiment import open_saved
 
-    register_resolvers()
-    cfg = load_config(run_dir, [])
-    built = experiment.build(cfg)
-    built.evaluators = {
-        "adversarial": Adversarial(task=built.task, dataset=built.dataset, **SETTINGS),
-        "per_class": PerClass(task=built.task, dataset=built.dataset, every=0),
+    opened = open_saved(run_dir)
+    task, dataset = opened.built.task, opened.built.dataset
+    evaluators = {
+        **task.evaluators(),
+        "adversarial": Adversarial(task=task, dataset=dataset, **SETTINGS),
+        "per_class": PerClass(task=task, dataset=dataset, every=0),
     }
-    mesh = OmegaConf.to_container(cfg.mesh)
-    replicas = experiment.replicas_of(cfg)
-    out, _ = evaluate_saved(
-        built,
-        run_dir,
-        seed=0,
-        mesh_sizes=mesh,
-        replicas=replicas,
-        choose=lambda steps, best: best,
-        split="test",
-    )
-    return out
+    outcome = opened.saved.evaluate(opened.state, opened.step, evaluators, "test")
+    write_images(run_dir, outcome.images)
+    return {**outcome.scalars, **outcome.arrays}
 
 
 def test_pgd_accuracy_is_at_most_fgsm_accuracy_at_most_clean(mlp_run: Path) -> None:
@@ -153,10 +141,10 @@ def test_evaluate_cli_adds_the_adversarial_and_saliency_evaluators(mlp_run: Path
 
 
 def test_an_unknown_evaluator_config_names_the_choices(mlp_run: Path) -> None:
-    from research.evaluate import load_config
+    from research.config import load_run_config
 
     with pytest.raises(ConfigError) as err:
-        load_config(mlp_run, ["+evaluators=nope"])
+        load_run_config(mlp_run, ["+evaluators=nope"])
     message = str(err.value)
     assert message.startswith("evaluators=nope: choose among [") and "\n" not in message
     assert all(f"'{name}'" in message for name in ("adversarial", "per_class", "saliency"))

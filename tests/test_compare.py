@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from research import cli, compare
+from research import compare, errors
 from research.errors import UserError
 from tests.conftest import parse_table
 
@@ -136,7 +136,7 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     for argv in ([str(tmp_path / "missing")], [str(tmp_path / "empty")]):
         with pytest.raises(SystemExit) as exit_info:
             compare.main(argv)
-        assert exit_info.value.code == cli.EXIT_USER_ERROR
+        assert exit_info.value.code == errors.EXIT_USER_ERROR
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1
     fake_sweep(tmp_path / "sweep")

@@ -14,7 +14,7 @@ from research.config import compose_train
 from research.data.folds import stratified_folds
 from research.engine.cross_validation import plan
 from research.engine.feed import MemoryFeed
-from research.engine.run_state import TrainerConfig
+from research.engine.settings import TrainerConfig
 from research.engine.sharding import make_mesh
 from research.errors import ConfigError
 from tests.conftest import TINY, parse_table, run_train

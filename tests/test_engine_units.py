@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from research.engine.calls import InFlight
+from research.engine.dispatch import InFlight
 from research.engine.feed import eval_indices
 from research.engine.loop import _next_boundary, _steps_per_call
 from research.engine.plots import curve_series

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 
 from tests.conftest import ROOT, TINY, run_train
 
@@ -39,23 +38,10 @@ def cnn_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def framework_logits(run_dir: Path, images: np.ndarray) -> np.ndarray:
-    from research import experiment
-    from research.config import register_resolvers
-    from research.engine.inference import restore_saved
-    from research.evaluate import load_config
+    from research.experiment import open_saved
 
-    register_resolvers()
-    cfg = load_config(run_dir, [])
-    built = experiment.build(cfg)
-    state, _ = restore_saved(
-        built,
-        run_dir,
-        seed=0,
-        mesh_sizes=OmegaConf.to_container(cfg.mesh),
-        replicas=experiment.replicas_of(cfg),
-        choose=lambda steps, best: best,
-    )
-    return np.asarray(built.task.logits(state, images))
+    opened = open_saved(run_dir)
+    return np.asarray(opened.built.task.logits(opened.state, images))
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from research.engine.reuse import read_arrays
+from research.engine.init_from import read_arrays
 from tests.checkpoints import checkpoint_steps
 from tests.conftest import TINY, run_train
 

@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 
-from research.engine.reuse import read_arrays
+from research.engine.init_from import read_arrays
 from research.errors import ConfigError
 from research.models.gan import DenseDiscriminator, dense_generator, discriminator, generator
 from research.tasks.gan import GANTask, d_losses, g_losses

@@ -148,12 +148,6 @@ SEED_RUN = ("+experiment=digits_mlp", "optimizer/schedule=constant", "model.hidd
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="replica k's init key is split(PRNGKey(seed), K)[k] and its data order rng([seed, k, epoch]); "
-    "a single run with seed s uses PRNGKey(s) and rng([s, 0, epoch]): no replica is any single run",
-)
 def test_replica_k_of_num_seeds_is_the_single_run_with_seed_plus_k(tmp_path: Path) -> None:
     """Replica k of ``seed=0 trainer.num_seeds=K`` is the independent run ``seed=k``: its own
     initialisation and its own data order, so a K-seed run can be extended or checked seed by seed."""

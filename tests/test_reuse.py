@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from research.engine.reuse import checkpoint_state_dir, read_arrays
+from research.engine.init_from import checkpoint_state_dir, read_arrays
 from tests.checkpoints import latest_checkpoint
 from tests.conftest import ROOT, TINY, run_train
 

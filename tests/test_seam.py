@@ -17,11 +17,11 @@ import numpy as np
 import optax
 import pytest
 
+from research import images
 from research.data.arrays import ArraySplit, identity_transform
 from research.data.base import EVAL_WEIGHT, Dataset
-from research.engine.reuse import read_arrays
-from research.evaluators import images
-from research.evaluators.base import Result
+from research.engine.api import Result
+from research.engine.init_from import read_arrays
 from research.evaluators.collect import Collect
 from research.evaluators.sums import Sums
 from research.tasks.base import TaskBase

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from research import cli
+from research import errors
 from research.launch import tpu
 
 FAKE_GCLOUD = """#!/usr/bin/env python3
@@ -173,7 +173,7 @@ def test_errors_are_one_line(gcloud, monkeypatch, capsys, argv, message):
     monkeypatch.setenv("FAKE_GCLOUD_EXIT", "3")
     with pytest.raises(SystemExit) as exit_info:
         tpu.main(argv)
-    assert exit_info.value.code == cli.EXIT_USER_ERROR
+    assert exit_info.value.code == errors.EXIT_USER_ERROR
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
 
@@ -181,5 +181,5 @@ def test_errors_are_one_line(gcloud, monkeypatch, capsys, argv, message):
 def test_missing_gcloud_says_how_to_install(tmp_path):
     argv = [sys.executable, "-m", "research.launch.tpu", "status", "--name", "r1", "--zone", "z"]
     proc = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "PATH": str(tmp_path)})
-    assert proc.returncode == cli.EXIT_USER_ERROR
+    assert proc.returncode == errors.EXIT_USER_ERROR
     assert "gcloud not found on PATH: install the Google Cloud CLI" in proc.stderr

@@ -30,10 +30,10 @@ import sys
 import tensorflow_datasets as tfds
 from omegaconf import OmegaConf
 
-from research.config import CONF_DIR
 from research.data import fashion_mnist, shakespeare
 from research.data.tfds_source import BUNDLED
 from research.errors import DataError, UserError
+from research.paths import CONF_DIR
 
 # Modules TFDS needs to build (not to read) image datasets, and the pip package of each.
 BUILD_REQUIREMENTS = {"tensorflow": "tensorflow-cpu", "importlib_resources": "importlib_resources"}

@@ -35,14 +35,25 @@ SPACE_SLACK = 1 << 20  # bytes kept free beyond that, for the metadata and the J
 class Checkpointer:
     """One run's checkpoint directory."""
 
-    def __init__(self, directory: Path, metric: str, mode: str, keep_best: int, async_save: bool):
+    def __init__(
+        self,
+        directory: Path,
+        metric: str,
+        mode: str,
+        keep_best: int,
+        async_save: bool,
+        read_only: bool = False,
+    ):
+        """``read_only``: for reading a saved run; nothing is created, written or deleted."""
         import orbax.checkpoint as ocp
 
         self._ocp = ocp
         self.directory = Path(directory).absolute()
         self.metric, self.sign, self.keep_best = metric, (1.0 if mode == "max" else -1.0), keep_best
         self.scores: dict[int, float] = {}
-        self._options = ocp.CheckpointManagerOptions(enable_async_checkpointing=async_save, create=True)
+        self._options = ocp.CheckpointManagerOptions(
+            enable_async_checkpointing=async_save, create=not read_only, read_only=read_only
+        )
         self._written: list[int] = []  # saves of this process, newest last
         try:
             self.manager = self._open()

@@ -26,12 +26,12 @@ import numpy as np
 from research.data import folds as folds_lib
 from research.data.base import Dataset
 from research.engine import feed as feeds
-from research.engine.evaluation import VAL, Evaluation, Outcome
+from research.engine.api import Evaluator
+from research.engine.evaluation import VAL, Evaluation, Outcome, scalar_record
 from research.engine.replicas import Replicas
-from research.engine.run_state import TrainerConfig
+from research.engine.settings import TrainerConfig
 from research.engine.sharding import batch_sharding, state_shardings
 from research.errors import ConfigError
-from research.evaluators.base import Evaluator
 
 CV = "cv"  # the prefix of fold-validation metrics, in place of the split's name
 
@@ -101,10 +101,6 @@ def fold_batches(arrays: dict, indices: np.ndarray, weight: np.ndarray, batch_si
     return jax.device_put((batches, weight[idx] * mask), batch_sharding(mesh, mask.shape, axis=1))
 
 
-def fold_record(key: str, values: np.ndarray) -> dict:
-    return {key: float(values.mean()), f"{key}_std": float(values.std()), f"{key}_per_fold": values.tolist()}
-
-
 class FoldEvaluation(Evaluation):
     """Each fold's state validated on its own held-out examples, by the run's evaluators.
 
@@ -162,7 +158,7 @@ class FoldEvaluation(Evaluation):
         for e in self.evaluators.values():
             e.prepare(self.ctx, self.fold_target, self.fold_data[0] if e.needs_data else None)
 
-    def run(self, state: Any, step: int, names: list[str], split: str, final: bool | None = None) -> Outcome:
+    def _pass(self, state: Any, step: int, names: list[str], split: str) -> Outcome:
         """Every fold's validation, whatever ``split`` says: a CV run has no test pass, and no
         end-of-run reports (a fold's arrays are not the test's).
         """
@@ -174,13 +170,13 @@ class FoldEvaluation(Evaluation):
             for name in names:
                 e = self.evaluators[name]
                 result = e(self.ctx, fold_state, data if e.needs_data else None)
-                outcome.add(self._prefix(e, split), name, result.metrics, result.images, False)
+                outcome.add(self._prefix(e, split), result.metrics, result.images, False)
             outcomes.append(outcome)
         if not self.stacked:
             return outcomes[0]
         out = Outcome(images=outcomes[0].images)
         for key in outcomes[0].scalars:
-            out.scalars.update(fold_record(key, np.asarray([o.scalars[key] for o in outcomes])))
+            out.scalars.update(scalar_record(key, np.asarray([o.scalars[key] for o in outcomes]), "fold"))
         for key in outcomes[0].arrays:
             out.arrays[key] = np.stack([o.arrays[key] for o in outcomes])
         return out

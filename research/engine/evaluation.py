@@ -17,10 +17,10 @@ import numpy as np
 
 from research.data.base import Dataset
 from research.engine import feed as feeds
+from research.engine.api import Evaluator
 from research.engine.replicas import Replicas
 from research.engine.steps import Programs
 from research.errors import ConfigError
-from research.evaluators.base import Evaluator
 
 VAL, TEST = "val", "test"
 
@@ -61,7 +61,7 @@ class Outcome:
     arrays: dict[str, Any] = dataclasses.field(default_factory=dict)
     images: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
-    def add(self, prefix: str, name: str, metrics: dict, images: dict, vmapped: bool) -> None:
+    def add(self, prefix: str, metrics: dict, images: dict, vmapped: bool) -> None:
         scalar_ndim = 1 if vmapped else 0
         for k, v in metrics.items():
             v = np.asarray(v)
@@ -73,11 +73,30 @@ class Outcome:
             self.images[f"{prefix}/{k}"] = image
 
 
-def scalar_record(key: str, value: np.ndarray) -> dict:
-    """A scalar as it is recorded; with several replicas their mean, std and per-replica values."""
+def scalar_record(key: str, value: np.ndarray, replica: str = "seed") -> dict:
+    """A scalar as it is recorded; with several replicas (seeds, folds) their mean, std and values."""
     if value.ndim == 0:
         return {key: value.item()}
-    return {key: float(value.mean()), f"{key}_std": float(value.std()), f"{key}_per_seed": value.tolist()}
+    return {
+        key: float(value.mean()),
+        f"{key}_std": float(value.std()),
+        f"{key}_per_{replica}": value.tolist(),
+    }
+
+
+def split_prefix(e: Evaluator, split: str) -> str:
+    """The prefix of an evaluator's metrics: the split it reads, or its own (RL rollouts: eval)."""
+    return split if e.needs_data else e.schedule.prefix
+
+
+def check_metric(metric: str, evaluators: dict[str, Evaluator], prefix: Callable = split_prefix) -> None:
+    """The early-stopping metric must be one that the run's validation evaluators record."""
+    known = {f"{prefix(e, VAL)}/{m}" for e in evaluators.values() for m in e.metric_names()}
+    if metric not in known:
+        raise ConfigError(
+            f"trainer.early_stopping.metric={metric!r} is not a metric this run evaluates: "
+            f"choose one of {', '.join(sorted(known)) or '(none: the task has no evaluator)'}"
+        )
 
 
 class Evaluation:
@@ -98,17 +117,8 @@ class Evaluation:
             raise ConfigError(f"evaluators {names} read a dataset, but data=none: remove them or set data=")
         self.data = feeds.eval_arrays(dataset, mesh) if needs_data else {}
 
-    def metric_names(self, split: str = VAL) -> set[str]:
-        """Every scalar name an evaluation of ``split`` can record, e.g. ``val/<metric>``."""
-        return {f"{self._prefix(e, split)}/{m}" for e in self.evaluators.values() for m in e.metric_names()}
-
     def check_metric(self, metric: str) -> None:
-        known = self.metric_names(VAL)
-        if metric not in known:
-            raise ConfigError(
-                f"trainer.early_stopping.metric={metric!r} is not a metric this run evaluates: "
-                f"choose one of {', '.join(sorted(known))}"
-            )
+        check_metric(metric, self.evaluators, self._prefix)
 
     def recorded(self, metric: str) -> str:
         """The name under which validation records ``metric`` (cross-validation renames it)."""
@@ -128,28 +138,32 @@ class Evaluation:
                 out.append(name)
         return out
 
-    def run(self, state: Any, step: int, names: list[str], split: str, final: bool | None = None) -> Outcome:
-        """The named evaluators on ``split`` (val during training, test at the end).
+    def run(self, state: Any, step: int, names: list[str], split: str) -> Outcome:
+        """The named evaluators on ``split`` (val during training, test at the end)."""
+        self.ctx.final = split == TEST
+        return self._pass(state, step, names, split)
 
-        ``final`` (default: ``split`` is test) asks the evaluators for their end-of-run reports.
-        """
+    def final(self, state: Any, step: int, split: str = TEST) -> Outcome:
+        """Every evaluator scheduled for the end, with its end-of-run reports, on ``split``."""
+        self.ctx.final = True
+        return self._pass(state, step, self.final_names(), split)
+
+    def _pass(self, state: Any, step: int, names: list[str], split: str) -> Outcome:
         outcome = Outcome()
-        self.ctx.final, self.ctx.step = (split == TEST if final is None else final), step
+        self.ctx.step = step
         for name in names:
             e = self.evaluators[name]
             if self.ctx.final and not e.schedule.final:
                 continue
             result = e(self.ctx, state, self.data.get(split) if e.needs_data else None)
             prefix = self._prefix(e, split)
-            outcome.add(prefix, name, result.metrics, result.images, self.ctx.vmapped)
+            outcome.add(prefix, result.metrics, result.images, self.ctx.vmapped)
         return outcome
 
     def final_names(self) -> list[str]:
         return [n for n, e in self.evaluators.items() if e.schedule.final]
 
-    @staticmethod
-    def _prefix(e: Evaluator, split: str) -> str:
-        return split if e.needs_data else e.schedule.prefix
+    _prefix = staticmethod(split_prefix)
 
     @staticmethod
     def _splits(e: Evaluator) -> list[str | None]:

@@ -5,13 +5,18 @@ Three feeds share one shape of step, ``scan(body, state, xs)`` with
 
 - ``MemoryFeed``: the split lives on device; ``xs`` are example indices
   (steps x batch), so a step costs no host work beyond a tiny index transfer per
-  call. The order of every step derives from (seed, replica, epoch), so a resumed
-  run sees exactly the batches an uninterrupted one would. With cross-validation
+  call. The order of every step derives from (seed + replica, epoch), so a resumed
+  run sees exactly the batches an uninterrupted one would, and replica k those of the
+  single run with seed + k. With cross-validation
   folds each replica draws from its own subset (its fold's training indices), in the
   order of seed index 0, as the single-fold run does.
 - ``StreamFeed``: batches come from a grain iterator on the host and are stacked
   per call; the iterator position is checkpointed.
 - ``NoFeed``: RL tasks make their own data; ``xs`` is a placeholder.
+
+Each declares ``by_step``: whether a call's ``xs`` follow from the step alone (one row per
+data stream), so the loop can make and compile the next call ahead; a stream's iterator
+position is checkpointed with the state and must not run ahead of it.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from research.errors import ConfigError
 
 
 class MemoryFeed:
-    kind = "memory"
+    by_step = True
 
     def __init__(
         self, split: Split, batch_size: int, seed: int, num_seeds: int, mesh: Any, subsets: Any = None
@@ -51,12 +56,15 @@ class MemoryFeed:
     def gather(data: dict, x: jax.Array) -> dict:
         return jax.tree.map(lambda a: a[x], data)
 
+    def restored(self) -> None:
+        """Nothing to do after a restore: the order follows from the step."""
+
     def _perm(self, replica: int, epoch: int) -> np.ndarray:
         key = (replica, epoch)
         if key not in self._perms:
             if len(self._perms) > 4 * self.streams:
                 self._perms.clear()
-            rng = np.random.default_rng([self.seed, replica, epoch])
+            rng = np.random.default_rng([self.seed + replica, 0, epoch])  # the single run of that seed
             self._perms[key] = rng.permutation(self.num_examples).astype(np.int32)
         return self._perms[key]
 
@@ -80,7 +88,7 @@ class MemoryFeed:
 
 
 class StreamFeed:
-    kind = "stream"
+    by_step = False
 
     def __init__(self, split: Split, batch_size: int, seed: int, mesh: Any):
         self.num_examples = split.num_examples
@@ -129,7 +137,7 @@ class StreamFeed:
 
 
 class NoFeed:
-    kind = "none"
+    by_step = True
     steps_per_epoch = None
     data = None
     iterator = None
@@ -147,6 +155,9 @@ class NoFeed:
     def xs(self, step: int, n: int) -> np.ndarray:
         return np.zeros((n, self.num_seeds) if self.num_seeds > 1 else (n,), np.int32)
 
+    def restored(self) -> None:
+        """Nothing to restore: the task makes its own data."""
+
 
 def eval_indices(num_examples: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Every example once, in order, in (batches, B) rows; the last row padded and masked out."""
@@ -155,6 +166,16 @@ def eval_indices(num_examples: int, batch_size: int) -> tuple[np.ndarray, np.nda
     mask = (idx < num_examples).astype(np.float32)
     idx = np.minimum(idx, num_examples - 1).astype(np.int32)
     return idx.reshape(batches, batch_size), mask.reshape(batches, batch_size)
+
+
+def example_spec(dataset: Dataset | None, split: str) -> dict | None:
+    """Shapes and dtypes of one train batch, read off ``split`` without placing it anywhere;
+    None without a dataset or when the split streams (its first batch would have to be read).
+    """
+    if dataset is None or not dataset.splits[split].in_memory:
+        return None
+    arrays = dataset.splits[split].arrays()
+    return {k: jax.ShapeDtypeStruct((dataset.batch_size, *v.shape[1:]), v.dtype) for k, v in arrays.items()}
 
 
 def make_feed(dataset: Dataset | None, seed: int, num_seeds: int, mesh: Any, subsets: Any = None):

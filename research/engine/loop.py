@@ -19,41 +19,27 @@ import numpy as np
 
 from research.data.base import Dataset
 from research.engine import feed as feeds
-from research.engine.calls import IndicesAhead, InFlight, queue_limit
+from research.engine.api import Evaluator, Task
 from research.engine.checkpoint import Checkpointer
 from research.engine.cross_validation import FoldEvaluation, FoldPlan
+from research.engine.dispatch import IndicesAhead, InFlight, queue_limit
 from research.engine.early_stopping import BestTracker
-from research.engine.evaluation import TEST, VAL, Evaluation
-from research.engine.preemption import PreemptionFlag
+from research.engine.evaluation import VAL, Evaluation
+from research.engine.preemption import PreemptionFlag, leave_preempted
 from research.engine.profiler import ProfileWindow
 from research.engine.progress import make_progress
 from research.engine.records import TrainWindow, check_finite, write_plots
 from research.engine.replicas import Replicas
-from research.engine.run_state import (
-    SavePolicy,
-    TrainerConfig,
-    leave_preempted,
-    set_aside_previous,
-    start_state,
-)
+from research.engine.run_dir import set_aside_previous
+from research.engine.save_policy import SavePolicy
+from research.engine.settings import CheckpointConfig, TrainerConfig
 from research.engine.sharding import make_mesh, state_shardings
+from research.engine.start import start_state
 from research.engine.steps import Programs, enable_compile_cache
 from research.engine.writers import Writers
 from research.errors import ConfigError, TrialPruned
-from research.evaluators.base import Evaluator
-from research.tasks.base import Task
 
-__all__ = ["TrainerConfig", "fit", "total_steps"]
-
-
-def total_steps(cfg: TrainerConfig, dataset: Dataset | None, folds: FoldPlan | None = None) -> int:
-    """Train steps of the whole run: max_steps, or epochs over the train split (or a fold's part)."""
-    if cfg.max_steps is not None:
-        return int(cfg.max_steps)
-    if dataset is None:
-        raise ConfigError("trainer.max_steps must be set for tasks without a dataset")
-    examples = folds.num_train if folds else dataset.splits["train"].num_examples
-    return int(cfg.epochs) * (examples // dataset.batch_size)
+__all__ = ["TrainerConfig", "fit"]
 
 
 class Run:
@@ -64,6 +50,7 @@ class Run:
         task: Task,
         dataset: Dataset | None,
         cfg: TrainerConfig,
+        steps: int,
         seed: int,
         mesh_sizes: dict,
         run_dir: Path,
@@ -77,9 +64,9 @@ class Run:
         self.mesh = make_mesh(mesh_sizes)
         subsets = folds.train if folds else None
         self.feed = feeds.make_feed(dataset, seed, replicas.num_seeds, self.mesh, subsets)
-        self.steps = total_steps(cfg, dataset, folds)
+        self.steps = steps
         self.eval_every = cfg.eval_every or self.feed.steps_per_epoch or self.steps
-        self.save_policy = SavePolicy(cfg.checkpoint, self.eval_every)
+        self.save_policy = SavePolicy(cfg.checkpoint)
         self.per_call = _steps_per_call(cfg.steps_per_call, self.eval_every, *self.save_policy.intervals)
         self.intervals = [self.per_call, self.eval_every, *self.save_policy.intervals]
         if min(self.intervals) <= 0 or self.steps <= 0:
@@ -87,7 +74,7 @@ class Run:
 
         self.init_rng = replicas.rngs(seed)
         self.example = self.feed.example()
-        self.abstract = abstract = _abstract_state(task, replicas, self.init_rng, self.example)
+        self.abstract = abstract = replicas.abstract_state(task.init, seed, self.example)
         shardings = state_shardings(
             self.mesh, abstract, mesh_sizes.get("rules"), leading_axes=int(replicas.vmapped)
         )
@@ -98,7 +85,7 @@ class Run:
             task,
             self.feed.gather,
             replicas,
-            per_seed_data=self.feed.kind != "stream",
+            per_seed_data=self.feed.by_step,
             state_sharding=shardings,
             unoptimized=cfg.unoptimized,
         )
@@ -108,8 +95,8 @@ class Run:
         else:
             self.evaluation = Evaluation(*evaluation)
         stop = cfg.early_stopping
-        self.metric = self.evaluation.recorded(stop.get("metric") or task.metric)
-        self.mode = stop.get("mode") or task.metric_mode
+        self.metric = self.evaluation.recorded(stop.metric or task.metric)
+        self.mode = stop.mode or task.metric_mode
         self.evaluation.check_metric(self.metric)
         if not cfg.resume and jax.process_index() == 0:
             set_aside_previous(run_dir)
@@ -122,7 +109,7 @@ class Run:
 
     def compile_ahead(self, resumed: bool, step: int) -> None:
         first_call = None
-        if self.feed.kind != "stream" and step < self.steps:
+        if self.feed.by_step and step < self.steps:
             first_call = (self.feed.data, self.feed.xs(step, self.call_len(step)))
         self.programs.compile_ahead(
             self.target, init=None if resumed else (self.init_rng, self.example), train=first_call
@@ -139,6 +126,7 @@ def fit(
     dataset: Dataset | None,
     cfg: TrainerConfig,
     *,
+    steps: int,
     seed: int,
     mesh_sizes: dict,
     run_dir: Path,
@@ -149,7 +137,7 @@ def fit(
     on_eval: Any = None,
     folds: FoldPlan | None = None,
 ) -> dict:
-    """Train ``task`` to the end (or early stop), evaluate its best state on test, return the summary.
+    """Train ``task`` for ``steps`` (or to an early stop), evaluate its best state on test; the summary.
 
     ``replicas`` lays out several seeds and a learning-rate grid in one program (default:
     ``cfg.num_seeds`` seeds); ``evaluators`` are added to the task's own; ``on_eval(step,
@@ -162,6 +150,7 @@ def fit(
         task,
         dataset,
         cfg,
+        steps,
         seed,
         mesh_sizes,
         Path(run_dir),
@@ -169,14 +158,8 @@ def fit(
         {**task.evaluators(), **(evaluators or {})},
         folds,
     )
-    state, meta, resumed = start_state(run, cfg)
-    best = BestTracker(
-        run.metric,
-        run.mode,
-        cfg.early_stopping.get("patience"),
-        cfg.early_stopping.get("min_delta", 0.0),
-        meta,
-    )
+    state, meta, resumed = start_state(run)
+    best = BestTracker(run.metric, run.mode, cfg.early_stopping.patience, cfg.early_stopping.min_delta, meta)
     writers: Writers = writers_factory(
         resume_step=meta.get("step") if resumed else None, wandb_id=meta.get("wandb_id")
     )
@@ -191,7 +174,7 @@ def fit(
         writers.close()
         raise
     if loop.preempt.set:
-        leave_preempted(run, loop.preempt, writers, loop.step)
+        leave_preempted(run.ckpt, loop.preempt, writers, loop.step)
     return loop.finish(state, start_wall)
 
 
@@ -334,7 +317,7 @@ class Loop:
         # Folds report their last states (cross_validation.py); the last save (the final and the
         # best state) may still be writing: it overlaps the test pass and the plots.
         final = state if run.folds else self.final_state(state)
-        test = run.evaluation.run(final, self.step, run.evaluation.final_names(), TEST)
+        test = run.evaluation.final(final, self.step)
         summary = {
             "steps": self.step,
             "best_step": self.best.step if self.best.step is not None else self.step,
@@ -364,19 +347,11 @@ class Loop:
         return summary
 
 
-def _abstract_state(task: Task, replicas: Replicas, rng: Any, example: Any) -> Any:
-    """Shapes and dtypes of the train state (of every replica, stacked, when vmapped)."""
-    abstract = jax.eval_shape(task.init, rng[0] if replicas.vmapped else rng, example)
-    if not replicas.vmapped:
-        return abstract
-    return jax.tree.map(lambda a: jax.ShapeDtypeStruct((replicas.count, *a.shape), a.dtype), abstract)
-
-
-def _checkpointer(ckpt: dict, run_dir: Path, metric: str, mode: str) -> Checkpointer | None:
+def _checkpointer(ckpt: CheckpointConfig, run_dir: Path, metric: str, mode: str) -> Checkpointer | None:
     """The run's checkpoints, keeping the best k by ``metric``; None when they are off."""
-    if not ckpt.get("enabled", True):
+    if not ckpt.enabled:
         return None
-    return Checkpointer(run_dir / "checkpoints", metric, mode, ckpt["keep_best"], ckpt["async_save"])
+    return Checkpointer(run_dir / "checkpoints", metric, mode, ckpt.keep_best, ckpt.async_save)
 
 
 def _device_copy(state: Any) -> Any:

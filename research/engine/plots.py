@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from research.evaluators.images import pyplot
+from research.images import pyplot
 
 
 def read_history(path: Path) -> list[dict]:

@@ -20,21 +20,14 @@ import os
 import signal
 import subprocess
 import sys
+from typing import Any
 
-from research.errors import EXIT_INTERRUPTED
+from research.errors import EXIT_INTERRUPTED, Interrupted, Preempted
 
 STOPPED_AT_ONCE = (
     "error: Ctrl-C again: stopped at once, without saving; "
     "rerun the same command to resume from the last checkpoint\n"
 )
-
-
-class Preempted(Exception):
-    """Raised after the preemption checkpoint is saved."""
-
-
-class Interrupted(Preempted):
-    """Raised after the checkpoint of a run stopped with Ctrl-C is saved."""
 
 
 _ctrl_c = {"pressed": False}
@@ -126,3 +119,22 @@ def requeue_if_slurm() -> bool:
     if not accepted:
         signal.signal(signal.SIGTERM, previous)
     return accepted
+
+
+def leave_preempted(ckpt: Any, preempt: PreemptionFlag, writers: Any, step: int) -> None:
+    """The checkpoint of ``step`` is saved: close everything and raise what the CLI reports."""
+    if ckpt:
+        ckpt.close()
+    writers.close()  # before the requeue: Slurm answers it with a SIGTERM that would cut W&B short
+    requeued = not preempt.interrupted and requeue_if_slurm()
+    if preempt.interrupted:
+        raise Interrupted(f"interrupted at step {step}; checkpoint saved{_resume_hint()}")
+    raise Preempted(
+        f"preempted at step {step}; checkpoint saved" + ("; job requeued" if requeued else _resume_hint())
+    )
+
+
+def _resume_hint() -> str:
+    if os.environ.get("SLURM_JOB_ID"):
+        return "; the run resumes when Slurm restarts the job (or rerun the same command)"
+    return "; rerun the same command to resume"

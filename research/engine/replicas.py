@@ -2,9 +2,9 @@
 
 A run of R = len(values) * num_seeds replicas vmaps init, train and eval over a
 leading replica axis; replica ``r`` takes value ``r // num_seeds`` and seed index
-``r % num_seeds``. Seed index ``s`` fixes the initialisation and the data order, so
-the replicas of one seed differ only by their learning rate, and with one seed
-replica ``v`` is exactly the single run at learning rate ``values[v]``.
+``r % num_seeds``. Seed index ``s`` fixes the initialisation and the data order: those
+of the single run with ``seed + s``, so the replicas of one seed differ only by their
+learning rate, and replica ``v`` is exactly the single run at learning rate ``values[v]``.
 
 The learning rate is gridded by scaling each replica's updates by
 ``values[v] / optimizer.learning_rate``: every optax optimizer applies its learning
@@ -96,11 +96,21 @@ class Replicas:
         return self.key == "optimizer.learning_rate"
 
     def rngs(self, seed: int) -> jax.Array:
-        """One init key per replica (a single key when there is one replica)."""
-        key = jax.random.PRNGKey(seed)
-        if self.num_seeds == 1:
-            return jnp.stack([key] * self.count) if self.vmapped else key
-        return jnp.tile(jax.random.split(key, self.num_seeds), (self.count // self.num_seeds, 1))
+        """One init key per replica (a single key when there is one replica): seed index ``s``
+        initialises as the single run with ``seed + s`` does.
+        """
+        if not self.vmapped:
+            return jax.random.PRNGKey(seed)
+        keys = jnp.stack([jax.random.PRNGKey(seed + s) for s in range(self.num_seeds)])
+        return jnp.tile(keys, (self.count // self.num_seeds, 1))
+
+    def abstract_state(self, init: Callable, seed: int, example: Any) -> Any:
+        """Shapes and dtypes of the state ``init(rng, example)`` makes, stacked over the replicas."""
+        rng = self.rngs(seed)
+        abstract = jax.eval_shape(init, rng[0] if self.vmapped else rng, example)
+        if not self.vmapped:
+            return abstract
+        return jax.tree.map(lambda a: jax.ShapeDtypeStruct((self.count, *a.shape), a.dtype), abstract)
 
     def scales(self) -> np.ndarray:
         """Each replica's learning rate over the configured one."""

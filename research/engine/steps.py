@@ -18,8 +18,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from research.engine.api import Task
 from research.engine.replicas import Replicas
-from research.tasks.base import Task
 
 # One pool for the process: the jobs of an in-process sweep reuse its threads.
 _COMPILER = ThreadPoolExecutor(thread_name_prefix="xla-compile")

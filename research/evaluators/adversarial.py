@@ -17,10 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from research import images
 from research.data.base import EVAL_WEIGHT
+from research.engine.api import Schedule
 from research.errors import ConfigError
-from research.evaluators import images
-from research.evaluators.base import Schedule
 from research.evaluators.sums import Sums
 
 ATTACKS = ("fgsm", "pgd")

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from research.data.base import EVAL_WEIGHT
-from research.evaluators.base import Result, Schedule
+from research.engine.api import Result, Schedule
 
 # outputs(state, batch) -> {name: (B, ...) array}; finalize({name: (N, ...) ndarray}) -> Result
 OutputsFn = Callable[[Any, dict], dict]

@@ -8,7 +8,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from research.evaluators.base import Result, Schedule
+from research.engine.api import Result, Schedule
 
 
 class Direct:

@@ -26,8 +26,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from research.engine.api import HasEvalModel, ImageSampler, Result, Schedule
 from research.errors import ConfigError
-from research.evaluators.base import Result, Schedule
 
 NAMES = ("frechet_distance", "frechet_floor")
 
@@ -73,33 +73,25 @@ class Classifier:
     space: str  # "penultimate" or "logits": which layer the features are
 
 
-def load_classifier(run: str | None, checkpoint: str) -> Classifier:
-    """The classifier of the saved run ``run`` (its ``checkpoint``: best, latest or a step)."""
-    from omegaconf import OmegaConf
-
-    from research import experiment
-    from research.engine.inference import restore_saved
-    from research.evaluate import choose_step, load_config
-
+def load_classifier(run: str | None, checkpoint: str, open_run: Callable) -> Classifier:
+    """The classifier of the saved run ``run`` (its ``checkpoint``: best, latest or a step), opened
+    read-only by ``open_run`` (``research.experiment.open_saved``).
+    """
     run_dir = Path(run or "").expanduser()
     if not run or not run_dir.is_dir():
         raise ConfigError(
             f"evaluators.frechet.classifier_run={run!r} must be the run directory of a classifier trained "
             "on the same data (e.g. python -m research.train +experiment=fashion_mnist_cnn)"
         )
-    cfg = load_config(run_dir, [])
-    built = experiment.build(cfg)
-    task, data = built.task, built.dataset
-    if not callable(getattr(task, "eval_model", None)) or data is None or not data.num_classes:
-        raise ConfigError(f"evaluators.frechet.classifier_run={run} did not train an image classifier")
-    replicas = experiment.replicas_of(cfg)
-    state, _ = restore_saved(
-        built, run_dir, seed=cfg.seed, mesh_sizes=OmegaConf.to_container(cfg.mesh), replicas=replicas,
-        choose=lambda steps, best: choose_step(steps, best, checkpoint),
-    )  # fmt: skip
-    if replicas.vmapped:  # several seeds trained together: the first one's features
-        state = jax.tree.map(lambda a: a[0], state)
-    pixel_max, transform = float(cfg.data.pixel_max), data.transform
+
+    def check(cfg: Any, built: Any) -> None:
+        data = built.dataset
+        if not isinstance(built.task, HasEvalModel) or data is None or not data.num_classes:
+            raise ConfigError(f"evaluators.frechet.classifier_run={run} did not train an image classifier")
+
+    opened = open_run(run_dir, checkpoint=checkpoint, replica=0, check=check)  # several seeds: the first's
+    task, data, state = opened.built.task, opened.built.dataset, opened.state
+    pixel_max, transform = float(opened.cfg.data.pixel_max), data.transform
     space = "penultimate" if hasattr(task.eval_model(state), "features") else "logits"
 
     def features(state: Any, images: jax.Array) -> jax.Array:
@@ -125,15 +117,18 @@ class Frechet:
         batch_size: int = 500,
         seed: int = 0,
         every: int | None = None,
+        *,
+        open_run: Callable,
     ):
-        if not callable(getattr(task, "sample_images", None)) or dataset is None:
+        """``open_run`` opens ``classifier_run`` read-only; the build step passes it in."""
+        if not isinstance(task, ImageSampler) or dataset is None:
             raise ConfigError(
                 f"evaluators.frechet needs an image generator (task=gan or task=vae); {type(task).__name__} "
                 "has no sample_images: remove +evaluators=frechet"
             )
         if num_samples < 2 or batch_size < 1:
             raise ConfigError(f"evaluators.frechet.num_samples={num_samples} must be >= 2, batch_size >= 1")
-        self.classifier = load_classifier(classifier_run, str(checkpoint))
+        self.classifier = load_classifier(classifier_run, str(checkpoint), open_run)
         if self.classifier.input_shape != tuple(dataset.input_shape):
             raise ConfigError(
                 f"evaluators.frechet.classifier_run was trained on {self.classifier.input_shape} images, "

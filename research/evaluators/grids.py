@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from research.evaluators import images
-from research.evaluators.base import Result, Schedule
+from research import images
+from research.engine.api import Result, Schedule
 from research.evaluators.direct import Direct
 
 

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from research.evaluators.base import Result, Schedule
+from research.engine.api import Result, Schedule
 
 FeaturesFn = Callable[[Any, jax.Array], jax.Array]  # (state, images (B, ...)) -> (B, F)
 LabelsFn = Callable[[dict], jax.Array]  # raw {"image", "label"} batch -> the task's labels 0..k-1

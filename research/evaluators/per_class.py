@@ -14,10 +14,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from research import images
 from research.data.base import EVAL_WEIGHT
-from research.evaluators import images
+from research.engine.api import Schedule
 from research.evaluators.adversarial import image_logits
-from research.evaluators.base import Schedule
 from research.evaluators.sums import Sums
 from research.metrics import safe_divide
 

@@ -16,10 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from research import images
+from research.engine.api import Result, Schedule
 from research.errors import ConfigError
-from research.evaluators import images
 from research.evaluators.adversarial import image_logits
-from research.evaluators.base import Result, Schedule
 
 METHODS = ("gradient", "smoothgrad", "integrated_gradients")
 # score(x) -> (N,) the explained logit of each example, for images x in [0, 1]

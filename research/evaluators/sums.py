@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from research.data.base import EVAL_WEIGHT
-from research.evaluators.base import Result, Schedule
+from research.engine.api import Result, Schedule
 
 # step(state, batch) -> sums; the batch carries EVAL_WEIGHT (1 real, 0 padding).
 StepFn = Callable[[Any, dict], dict]

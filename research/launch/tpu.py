@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from research.cli import fail
+from research.console import fail
 from research.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]

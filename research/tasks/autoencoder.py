@@ -20,8 +20,8 @@ from flax import nnx
 from sklearn.metrics import roc_auc_score
 
 from research.data.base import EVAL_WEIGHT, Dataset
+from research.engine.api import Evaluator, Result
 from research.errors import ConfigError
-from research.evaluators.base import Evaluator, Result
 from research.evaluators.collect import Collect
 from research.evaluators.grids import Grids
 from research.evaluators.sums import Sums

@@ -24,8 +24,8 @@ import optax
 from flax import nnx
 
 from research.data.base import Dataset
+from research.engine.api import Evaluator
 from research.errors import ConfigError
-from research.evaluators.base import Evaluator
 from research.evaluators.grids import Grids
 from research.tasks.autoencoder import split_model
 from research.tasks.base import Batch, Metrics, State, TaskBase

@@ -20,8 +20,8 @@ from flax import nnx
 
 from research import precision as precision_lib
 from research.data.base import EVAL_WEIGHT, Dataset
+from research.engine.api import Evaluator
 from research.errors import ConfigError
-from research.evaluators.base import Evaluator
 from research.evaluators.sums import Sums
 from research.tasks.base import Batch, Metrics, State
 from research.tasks.supervised import SupervisedTask, require_fields, train_arrays

@@ -24,8 +24,8 @@ from flax import nnx
 
 from research import precision as precision_lib
 from research.data.base import EVAL_WEIGHT, Dataset
+from research.engine.api import Evaluator, Schedule
 from research.errors import ConfigError
-from research.evaluators.base import Evaluator, Schedule
 from research.evaluators.direct import Direct
 from research.evaluators.sums import Sums
 from research.tasks.base import Batch, Metrics, State

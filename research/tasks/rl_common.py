@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from research.engine.api import Evaluator, Schedule
 from research.errors import ConfigError
-from research.evaluators.base import Evaluator, Schedule
 from research.evaluators.direct import Direct
 from research.metrics import safe_divide
 from research.tasks.base import TaskBase
@@ -155,6 +155,7 @@ class Agent(TaskBase):
 
     tx: optax.GradientTransformation
     metric, metric_mode = "eval/return", "max"
+    headline = ("train/return",)
     counters = ("env_steps",)
     reusable = ("params",)
 

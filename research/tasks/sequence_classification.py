@@ -17,12 +17,12 @@ import jax
 import optax
 from flax import nnx
 
+from research import images
 from research import metrics as metrics_lib
 from research import precision as precision_lib
 from research.data.base import EVAL_WEIGHT, Dataset
+from research.engine.api import Evaluator
 from research.errors import ConfigError
-from research.evaluators import images
-from research.evaluators.base import Evaluator
 from research.evaluators.sums import Sums
 from research.tasks.base import Batch, Metrics, State
 from research.tasks.classification import METRICS

@@ -19,8 +19,8 @@ import optax
 from flax import nnx
 
 from research.data.base import Dataset
+from research.engine.api import Evaluator
 from research.errors import ConfigError
-from research.evaluators.base import Evaluator
 from research.evaluators.linear_probe import LinearProbe
 from research.tasks.base import Batch, Metrics, State, TaskBase
 

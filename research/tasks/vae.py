@@ -20,8 +20,8 @@ import optax
 from flax import nnx
 
 from research.data.base import EVAL_WEIGHT, Dataset
+from research.engine.api import Evaluator
 from research.errors import ConfigError
-from research.evaluators.base import Evaluator
 from research.evaluators.grids import Grids
 from research.evaluators.sums import Sums
 from research.tasks.autoencoder import fixed_images, split_model

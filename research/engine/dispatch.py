@@ -64,5 +64,5 @@ class IndicesAhead:
 
     def make(self, step: int, n: int) -> None:
         self.made = None
-        if self.feed.kind != "stream":
+        if self.feed.by_step:
             self.made = ((step, n), self.feed.xs(step, n))

@@ -1,4 +1,4 @@
-"""Images that evaluators return: sample grids, and matplotlib figures as arrays."""
+"""Images for the records: sample grids, confusion matrices, matplotlib figures as arrays."""
 
 from __future__ import annotations
 

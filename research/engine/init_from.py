@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from research.engine.checkpoint import BEST, STATE
+from research.engine.settings import InitFromConfig
 from research.errors import ConfigError
 from research.optim import param_path
 
@@ -79,22 +80,15 @@ def _is_key(leaf: Any) -> bool:
     return jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
 
 
-def init_from(
-    state: Any,
-    target: Any,
-    reusable: tuple[str, ...],
-    path: str,
-    include: list[str] = (".*",),
-    exclude: list[str] = (),
-    strict: bool = False,
-    frozen: tuple[str, ...] = (),
+def load(
+    state: Any, target: Any, reusable: tuple[str, ...], settings: InitFromConfig, frozen: tuple[str, ...] = ()
 ) -> Any:
     """``state`` with the source run's matching model variables loaded; prints the report, with
     the loaded paths that the ``frozen`` patterns (optimizer.freeze) keep as loaded.
     """
-    state_dir = checkpoint_state_dir(path)
+    state_dir = checkpoint_state_dir(settings.path)
     source = read_arrays(state_dir)
-    inc, exc = _patterns("include", include), _patterns("exclude", exclude)
+    inc, exc = _patterns("include", settings.include), _patterns("exclude", settings.exclude)
     report: dict[str, list[str]] = {"loaded": [], "excluded": [], "absent": [], "mismatched": []}
 
     def load(key_path: tuple, leaf: Any, spec: Any) -> Any:
@@ -119,7 +113,7 @@ def init_from(
     new = jax.tree_util.tree_map_with_path(load, state, target)
     held = _patterns("frozen", frozen)
     report["frozen"] = [n for n in report["loaded"] if any(r.search(n.split("/", 1)[1]) for r in held)]
-    _check(report, state_dir, strict)
+    _check(report, state_dir, settings.strict)
     _print_report(report, state_dir)
     return new
 

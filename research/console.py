@@ -1,0 +1,67 @@
+"""What every command shows the user: one-line errors with their exit codes, and the headline numbers.
+
+Below the commands and above nothing but ``errors``: any command (train, evaluate,
+compare, study, the launchers) reports through it the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator, Sequence
+
+from research.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_PREEMPTED,
+    EXIT_USER_ERROR,
+    Interrupted,
+    Preempted,
+    TrialPruned,
+    UserError,
+)
+
+# Entries of every summary worth a line on the console, after the evaluated metrics.
+RUN_FIGURES = ("steps", "best_step", "trace_s", "compile_s", "wall_s", "train/steps_per_s")
+EVALUATED = ("test/", "eval/", "val/", "cv/")
+NOT_HEADLINES = ("_per_seed", "_per_fold", "confusion_matrix")
+
+
+def fail(message: str, code: int = EXIT_USER_ERROR) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+@contextlib.contextmanager
+def report_errors(exit_on_error: bool = True) -> Iterator[None]:
+    """UserError -> one line on stderr; exit (single run) or let the sweep go on (multirun)."""
+    from hydra.errors import InstantiationException
+
+    try:
+        yield
+    except Interrupted as e:
+        fail(str(e), EXIT_INTERRUPTED)
+    except Preempted as e:
+        fail(str(e), EXIT_PREEMPTED)
+    except TrialPruned as e:
+        if exit_on_error:
+            fail(str(e))
+        print(f"trial {e}", file=sys.stderr)
+        raise  # to the sweeper, which records the trial as pruned
+    except (UserError, InstantiationException) as e:
+        error = e.__cause__ if isinstance(e, InstantiationException) else e
+        if not isinstance(error, UserError):  # a bug, not bad input: keep the traceback
+            raise
+        if exit_on_error:
+            fail(str(error))
+        print(f"error: {error}", file=sys.stderr)
+
+
+def print_summary(summary: dict, headline: Sequence[str] = ()) -> None:
+    """The evaluated metrics, the task's ``headline`` entries and the run's figures, on stdout
+    (the full summary is in summary.json).
+    """
+    keys = [k for k in summary if k.startswith(EVALUATED) and not k.endswith(NOT_HEADLINES)]
+    keys += [*headline, *RUN_FIGURES]
+    shown = {k: summary[k] for k in keys if k in summary}
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in shown.items()}, indent=1))

@@ -1,0 +1,111 @@
+"""A finished or running run's checkpoints, opened for reading: restore one, evaluate it.
+
+Reading never writes. The layout (mesh, state shapes and shardings) is rebuilt from the
+task and the val/test split, so the train split is never read or placed on a device,
+and the checkpoint directory is opened read-only: nothing of the run directory changes,
+whatever its saved settings say (``trainer.resume=false`` belongs to training alone).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from research.absl_logging import absl_errors_only
+from research.data.base import Dataset
+from research.engine import feed as feeds
+from research.engine.api import Evaluator, Task
+from research.engine.checkpoint import Checkpointer, shape_mismatches
+from research.engine.evaluation import Evaluation, Outcome
+from research.engine.replicas import Replicas
+from research.engine.settings import TrainerConfig
+from research.engine.sharding import make_mesh, state_shardings
+from research.engine.steps import Programs
+from research.errors import ConfigError
+
+
+class SavedRun:
+    """The checkpoints of ``run_dir`` in the layout of ``task`` over ``dataset``, read-only."""
+
+    def __init__(
+        self,
+        task: Task,
+        dataset: Dataset | None,
+        trainer: TrainerConfig,
+        *,
+        seed: int,
+        mesh_sizes: dict,
+        run_dir: Path,
+        replicas: Replicas,
+    ):
+        self.task, self.dataset, self.trainer, self.replicas = task, dataset, trainer, replicas
+        self.run_dir = Path(run_dir)
+        self.mesh = make_mesh(mesh_sizes)
+        example = feeds.example_spec(dataset, "test") if dataset is not None else None
+        abstract = replicas.abstract_state(task.init, seed, example)
+        self.shardings = state_shardings(
+            self.mesh, abstract, mesh_sizes.get("rules"), leading_axes=int(replicas.vmapped)
+        )
+        self.target = jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, self.shardings
+        )
+        with absl_errors_only():  # Orbax announces read-only mode at WARNING
+            self.ckpt = Checkpointer(self.run_dir / "checkpoints", "", "max", 1, False, read_only=True)
+
+    def choose(self, choice: str) -> int:
+        """The step ``checkpoint=best|latest|<step>`` names, or one line listing the saved ones."""
+        steps = self.ckpt.steps()
+        if not steps:
+            raise ConfigError(
+                f"{self.run_dir} has no checkpoint to read (its training saved none yet, or ran with "
+                "trainer.checkpoint.enabled=false)"
+            )
+        if choice == "latest":
+            return steps[-1]
+        if choice == "best":
+            best = self.ckpt.best_step_saved()
+            return best if best in steps else steps[-1]
+        if choice.isdigit() and int(choice) in steps:
+            return int(choice)
+        raise ConfigError(f"checkpoint={choice!r}: choose best, latest or one of the saved steps {steps}")
+
+    def restore(self, step: int) -> Any:
+        """The state of checkpoint ``step`` (replicas stacked), or one line saying what does not fit."""
+        state_dir = self.ckpt.state_dir(step)
+        mismatched = shape_mismatches(state_dir, self.target)
+        if mismatched:
+            raise ConfigError(
+                f"the checkpoint {state_dir} does not fit this data and model ({'; '.join(mismatched[:4])}): "
+                "the data must have the run's input shape and number of classes (check data=...)"
+            )
+        state, _ = self.ckpt.restore(step, self.target)
+        return state
+
+    def replica(self, state: Any, index: int) -> Any:
+        """Replica ``index`` of a state with several (trainer.num_seeds, a grid); a single run as is."""
+        if not self.replicas.vmapped:
+            if index:
+                raise ConfigError(f"replica={index}: the run trained one replica (replica=0)")
+            return state
+        count = self.replicas.count
+        if index >= count:
+            raise ConfigError(f"replica={index}: the run trained {count} replicas (0..{count - 1})")
+        return jax.tree.map(lambda a: a[index], state)
+
+    def evaluate(self, state: Any, step: int, evaluators: dict[str, Evaluator], split: str) -> Outcome:
+        """Every evaluator scheduled for the end, with its end-of-run reports, on ``split``."""
+        programs = Programs(
+            self.task,
+            feeds.MemoryFeed.gather,
+            self.replicas,
+            per_seed_data=True,
+            state_sharding=self.shardings,
+            unoptimized=self.trainer.unoptimized,
+        )
+        evaluation = Evaluation(evaluators, self.dataset, self.mesh, programs, self.replicas, 1)
+        return evaluation.final(state, step, split)
+
+    def close(self) -> None:
+        self.ckpt.close()

@@ -1,0 +1,27 @@
+"""Where a run's state comes from: the newest readable checkpoint, or a fresh initialisation
+(from another run's parameters with ``trainer.init_from``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from research.engine import init_from
+
+
+def start_state(run: Any) -> tuple[Any, dict, bool]:
+    """(state, checkpoint metadata, resumed) for ``run`` (a ``loop.Run``)."""
+    cfg = run.cfg
+    latest = run.ckpt.latest_step() if (run.ckpt and cfg.resume) else None
+    run.compile_ahead(resumed=latest is not None, step=latest or 0)
+    if latest is not None:
+        restored = run.ckpt.restore_latest(run.target, run.feed.iterator)
+        if restored is not None:
+            state, meta, path = restored
+            run.feed.restored()
+            print(f"resuming from step {meta['step']} ({path})", flush=True)
+            return state, meta, True
+    state = run.programs.init(run.init_rng, run.example)
+    if cfg.init_from.path:
+        state = init_from.load(state, run.target, run.task.reusable, cfg.init_from, frozen=run.task.frozen)
+    return state, {}, False
