@@ -11,8 +11,8 @@ from collections.abc import Iterator
 @contextlib.contextmanager
 def absl_errors_only() -> Iterator[None]:
     """Silence absl below ERROR for the block: e.g. TFDS's "Variant folder ... has no
-    dataset_info.json", logged each time it checks a dataset not built yet, or Orbax's
-    "Metadata file does not exist" when one item of a composite checkpoint is read alone."""
+    dataset_info.json", logged each time it checks a dataset not built yet, or Orbax announcing
+    that a checkpoint directory is opened read-only."""
     absl = logging.getLogger("absl")
     level = absl.level
     absl.setLevel(logging.ERROR)

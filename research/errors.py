@@ -32,6 +32,10 @@ class TrialPruned(UserError):
     """A sweeper's pruner stopped this trial; the run's files say so."""
 
 
+class CheckpointUnreadable(CheckpointError):
+    """A saved checkpoint cannot be read (a truncated or garbled file): not a different config."""
+
+
 class Preempted(Exception):
     """Raised after the preemption checkpoint is saved (SIGTERM, SIGUSR1)."""
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from research.engine.checkpoint import STATE, shape_mismatches
-from research.errors import ConfigError
+from research.errors import CheckpointUnreadable, ConfigError
 
 IGNORED = ("hydra",)  # keys whose differences never matter for a rerun
 
@@ -82,15 +82,22 @@ def check(run_dir: Path, config: dict, abstract_state: Any, total_steps: int) ->
 
 def _mismatches(run_dir: Path, steps: list[int], abstract: Any) -> list[str]:
     """What does not fit, or nothing when some checkpoint fits: a damaged newest one is for the
-    resume to move aside, not a reason to refuse the run.
+    resume to move aside, not a reason to refuse the run. When none can be read, that is the error:
+    the run cannot continue, yet nothing says its config changed.
     """
-    first = None
+    first, unreadable = None, None
     for step in reversed(steps):
         try:
             mismatched = shape_mismatches(run_dir / "checkpoints" / str(step) / STATE, abstract)
-        except (ValueError, OSError, RuntimeError, KeyError):
+        except CheckpointUnreadable as e:
+            unreadable = unreadable or e
             continue
         if not mismatched:
             return []
         first = first or mismatched
+    if first is None and unreadable is not None:
+        raise CheckpointUnreadable(
+            f"{unreadable}, and {run_dir} has no other checkpoint that can be read: start over with "
+            "trainer.resume=false (the earlier run's files are moved to replaced/)"
+        )
     return first or []

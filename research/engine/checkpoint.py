@@ -19,17 +19,21 @@ aside to ``checkpoints_unreadable/`` and the next newest is used; a save that fa
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
-from research.errors import CheckpointError, UserError
+from research.errors import CheckpointError, CheckpointUnreadable, UserError
 
 UNREADABLE_DIR = "checkpoints_unreadable"
 STATE, BEST = "state", "best"  # the items holding a step's own state, and a best state saved with it
 SPACE_MARGIN = 1.25  # a checkpoint's size on disk over its arrays' bytes (metadata, OCDBT overhead)
 SPACE_SLACK = 1 << 20  # bytes kept free beyond that, for the metadata and the JSONL record
+SETTLE_S = 10.0  # how long a failed Orbax read waits for its other reads in flight
 
 
 class Checkpointer:
@@ -45,8 +49,7 @@ class Checkpointer:
         read_only: bool = False,
     ):
         """``read_only``: for reading a saved run; nothing is created, written or deleted."""
-        import orbax.checkpoint as ocp
-
+        ocp = _orbax()
         self._ocp = ocp
         self.directory = Path(directory).absolute()
         self.metric, self.sign, self.keep_best = metric, (1.0 if mode == "max" else -1.0), keep_best
@@ -89,13 +92,13 @@ class Checkpointer:
         latest = self.latest_step()
         try:
             return {} if latest is None else _homes(self._read_meta(latest))
-        except (ValueError, OSError, RuntimeError, KeyError):  # unreadable: restore_latest reports it
+        except CheckpointUnreadable:  # restore_latest reports it
             return {}
 
     def _read_meta(self, step: int) -> dict:
-        return self.manager.restore(step, args=self._ocp.args.Composite(meta=self._ocp.args.JsonRestore()))[
-            "meta"
-        ]
+        with _reading(self.directory / str(step)):
+            args = self._ocp.args.Composite(meta=self._ocp.args.JsonRestore())
+            return self.manager.restore(step, args=args)["meta"]
 
     def best_step_saved(self) -> int | None:
         """The best step by the metadata of the latest checkpoint (None if it names none)."""
@@ -187,7 +190,8 @@ class Checkpointer:
             import grain
 
             items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
-        restored = self.manager.restore(home, args=ocp.args.Composite(**items))
+        with _reading(self.directory / str(home)):
+            restored = self.manager.restore(home, args=ocp.args.Composite(**items))
         meta = restored["meta"]
         self.scores = {int(k): v for k, v in meta.get("scores", {}).items()}
         self.homes = _homes(meta)
@@ -200,15 +204,11 @@ class Checkpointer:
             try:
                 state, meta = self.restore(step, abstract_state, data_iterator)
                 return state, meta, path
-            except (ValueError, OSError, RuntimeError, KeyError) as e:
+            except CheckpointUnreadable as e:
                 if not path.exists():
                     raise
                 aside = self._move_aside(step)
-                print(
-                    f"warning: checkpoint at step {step} ({path}) cannot be read "
-                    f"({type(e).__name__}: {str(e).splitlines()[0][:160]}); moved to {aside}",
-                    flush=True,
-                )
+                print(f"warning: {e}; moved to {aside}", flush=True)
         return None
 
     def _move_aside(self, step: int) -> Path:
@@ -263,6 +263,70 @@ class _WriteErrors:
         ) from None
 
 
+def _orbax() -> Any:
+    """``orbax.checkpoint``, its failed reads settled before their event loop closes."""
+    import orbax.checkpoint as ocp
+    from orbax.checkpoint._src import asyncio_utils
+
+    run = getattr(asyncio_utils, "_run_sync_via_new_loop", None)
+    if run is not None and not getattr(run, "settles", False):
+        asyncio_utils._run_sync_via_new_loop = _settling(run)
+    return ocp
+
+
+def _settling(run: Callable[[Coroutine], Any]) -> Callable[[Coroutine], Any]:
+    """Orbax's ``run_sync`` runs a read in a fresh asyncio loop and closes the loop as soon as the
+    read raises. A read gathers one TensorStore operation per array, and the first failure raises
+    while the others are still in flight; each of those then completes on a TensorStore thread,
+    calls back into the closed loop and prints a ``RuntimeError: Event loop is closed`` traceback
+    (dozens for one corrupt checkpoint). ``run`` wrapped so that a failed read first waits for the
+    operations it started, and the loop closes with nothing left to call it.
+    """
+
+    def run_settled(coro: Coroutine) -> Any:
+        return run(_settled(coro))
+
+    run_settled.settles = True  # type: ignore[attr-defined]
+    return run_settled
+
+
+async def _settled(coro: Coroutine) -> Any:
+    try:
+        return await coro
+    except Exception:
+        me = asyncio.current_task()
+        others = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+        if others:  # gathered with the read: their errors count as retrieved
+            await asyncio.wait(others, timeout=SETTLE_S)
+        raise
+
+
+def unreadable(step_dir: Path, error: BaseException) -> CheckpointUnreadable:
+    """One line naming the step directory and the innermost cause (Orbax wraps TensorStore's), its
+    paths shown relative to the step directory.
+    """
+    while error.__cause__ is not None:
+        error = error.__cause__
+    line = (str(error).splitlines() or [""])[0].split(" [tensorstore_spec=")[0]  # TensorStore's spec: long
+    text = line.replace(f"{step_dir}{os.sep}", "")[:300]
+    return CheckpointUnreadable(
+        f"checkpoint at step {step_dir.name} ({step_dir}) cannot be read ({type(error).__name__}: {text})"
+    )
+
+
+@contextlib.contextmanager
+def _reading(step_dir: Path) -> Iterator[None]:
+    """Any failure of the Orbax read in the block as CheckpointUnreadable: Orbax and TensorStore raise
+    ValueError, OSError, KeyError, JSON and Unicode errors, and bare Exceptions for a damaged file.
+    """
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as e:
+        raise unreadable(step_dir, e) from e
+
+
 def _homes(meta: dict) -> dict[int, int]:
     return {int(k): int(v) for k, v in meta.get("homes", {}).items()}
 
@@ -279,25 +343,31 @@ def writable_or_raise(directory: Path) -> None:
 
 def saved_shapes(state_dir: Path) -> dict[str, tuple[tuple[int, ...], str]]:
     """Path -> (shape, dtype) of every array of a saved state (``Checkpointer.state_dir``), read
-    from its metadata only.
+    from its metadata only; CheckpointUnreadable when that cannot be read.
+
+    The handler, not a Checkpointer: a Checkpointer's ``metadata`` logs a failed read and returns no
+    arrays, which would look like a checkpoint of another model.
     """
     import jax
-    import orbax.checkpoint as ocp
 
-    from research.absl_logging import absl_errors_only
     from research.optim import param_path
 
-    # The step's _CHECKPOINT_METADATA sits one folder up; Orbax warns that the item has none.
-    with absl_errors_only(), ocp.StandardCheckpointer() as ckptr:
-        md = ckptr.metadata(Path(state_dir).absolute())  # Orbax reads no arrays on a relative path
-    tree = getattr(getattr(md, "item_metadata", md), "tree", getattr(md, "item_metadata", md))
+    state_dir = Path(state_dir).absolute()  # Orbax reads no arrays on a relative path
+    handler = _orbax().StandardCheckpointHandler()
+    try:
+        with _reading(state_dir.parent):
+            tree = handler.metadata(state_dir).tree
+    finally:
+        handler.close()
     return {
         param_path(p): (tuple(v.shape), str(v.dtype)) for p, v in jax.tree_util.tree_leaves_with_path(tree)
     }
 
 
 def shape_mismatches(state_dir: Path, abstract_state: Any) -> list[str]:
-    """What differs between a checkpoint's arrays and ``abstract_state``: ``path: saved -> new``."""
+    """What differs between a checkpoint's arrays and ``abstract_state``: ``path: saved -> new``;
+    CheckpointUnreadable when the checkpoint cannot be read.
+    """
     import jax
 
     from research.optim import param_path
