@@ -49,7 +49,7 @@ def describe(folder: Path) -> dict:
     """Best value, trials by state and training steps run, from the study's storage."""
     import optuna
 
-    from research.launch.study import sqlite_storage
+    from research.sweep.storage import sqlite_storage
 
     study = optuna.load_study(
         study_name="bench", storage=sqlite_storage(folder / "runs/optuna/bench/study.db")

@@ -15,6 +15,7 @@ from research.errors import (
     EXIT_INTERRUPTED,
     EXIT_PREEMPTED,
     EXIT_USER_ERROR,
+    ConfigError,
     Interrupted,
     Preempted,
     TrialPruned,
@@ -55,6 +56,27 @@ def report_errors(exit_on_error: bool = True) -> Iterator[None]:
         if exit_on_error:
             fail(str(error))
         print(f"error: {error}", file=sys.stderr)
+
+
+def key_values(
+    argv: Sequence[str], defaults: dict[str, str], names: Sequence[str], usage: str, overrides: bool
+) -> tuple[dict[str, str], list[str]]:
+    """A reading command's ``key=value`` arguments: its own ``names`` over ``defaults``, and the rest
+    as config overrides where it takes them (``overrides``), else one line; ``run=`` is required.
+    """
+    options, rest = dict(defaults), []
+    own = {"run", *names, *defaults}
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key in own:
+            options[key] = value
+        elif sep and overrides:
+            rest.append(arg)
+        else:
+            raise ConfigError(f"{arg!r} is not one of {', '.join(f'{k}=' for k in sorted(own))}; {usage}")
+    if "run" not in options:
+        raise ConfigError(f"run=<run dir> is required; {usage}")
+    return options, rest
 
 
 def print_summary(summary: dict, headline: Sequence[str] = ()) -> None:

@@ -26,18 +26,7 @@ USAGE = (
 
 def parse(argv: list[str]) -> tuple[dict[str, str], list[str]]:
     """The evaluate options (run, checkpoint, split) and the config overrides, from key=value args."""
-    options, overrides = {"checkpoint": "best", "split": "test"}, []
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep:
-            raise ConfigError(f"{arg!r} is not key=value; {USAGE}")
-        if key in ("run", "checkpoint", "split"):
-            options[key] = value
-        else:
-            overrides.append(arg)
-    if "run" not in options:
-        raise ConfigError(f"run=<run dir> is required; {USAGE}")
-    return options, overrides
+    return console.key_values(argv, {"checkpoint": "best", "split": "test"}, (), USAGE, overrides=True)
 
 
 def evaluate(run_dir: Path, checkpoint: str, split: str, overrides: list[str]) -> dict:

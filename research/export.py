@@ -32,18 +32,8 @@ logits = exported.call(params, images)  # images: ({shape}) {dtype}, raw pixels;
 
 def parse(argv: list[str]) -> tuple[dict[str, str], list[str]]:
     """The export options and the config overrides, from key=value args."""
-    options, overrides = {"checkpoint": "best", "replica": "0"}, []
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep:
-            raise ConfigError(f"{arg!r} is not key=value; {USAGE}")
-        (
-            options.__setitem__(key, value)
-            if key in ("run", "checkpoint", "replica", "out", "platforms")
-            else overrides.append(arg)
-        )
-    if "run" not in options:
-        raise ConfigError(f"run=<run dir> is required; {USAGE}")
+    defaults = {"checkpoint": "best", "replica": "0"}
+    options, overrides = console.key_values(argv, defaults, ("out", "platforms"), USAGE, overrides=True)
     if not options["replica"].isdigit():
         raise ConfigError(f"replica={options['replica']!r} must be a seed index (0 for a run of one seed)")
     return options, overrides

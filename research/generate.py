@@ -29,16 +29,9 @@ DEFAULTS = {"checkpoint": "best", "seed": "0", "batch_size": "500"}
 
 def parse(argv: list[str]) -> dict[str, Any]:
     """The options from key=value args, typed; one ConfigError line for a bad one."""
-    options: dict[str, Any] = dict(DEFAULTS)
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in {*DEFAULTS, "run", "num_examples", "out"}:
-            known = ", ".join(f"{k}=" for k in ("run", "num_examples", "out", *DEFAULTS))
-            raise ConfigError(f"{arg!r} is not one of {known}; {USAGE}")
-        options[key] = value
-    for key in ("run", "num_examples"):
-        if key not in options:
-            raise ConfigError(f"{key}= is required; {USAGE}")
+    options, _ = console.key_values(argv, DEFAULTS, ("num_examples", "out"), USAGE, overrides=False)
+    if "num_examples" not in options:
+        raise ConfigError(f"num_examples= is required; {USAGE}")
     try:
         typed = {k: int(options[k]) for k in ("num_examples", "seed", "batch_size")}
     except ValueError as e:

@@ -31,14 +31,7 @@ DEFAULTS = {
 
 def parse(argv: list[str]) -> dict[str, Any]:
     """The sampling options from key=value args, typed; one ConfigError line for a bad one."""
-    options = dict(DEFAULTS)
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in {*DEFAULTS, "run"}:
-            raise ConfigError(f"{arg!r} is not one of run=, {'=, '.join(DEFAULTS)}=; {USAGE}")
-        options[key] = value
-    if "run" not in options:
-        raise ConfigError(f"run=<run dir> is required; {USAGE}")
+    options, _ = console.key_values(argv, DEFAULTS, (), USAGE, overrides=False)
     try:
         typed = {
             "max_new_tokens": int(options["max_new_tokens"]),

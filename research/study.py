@@ -38,7 +38,7 @@ def load(path: Path, name: str | None = None):
     """The study in the storage ``find_storage(path)``; ``name`` chooses one when it holds several."""
     import optuna
 
-    from research.launch.study import sqlite_storage
+    from research.sweep.storage import sqlite_storage
 
     storage = sqlite_storage(find_storage(path))
     names = optuna.get_all_study_names(storage)

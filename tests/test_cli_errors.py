@@ -28,6 +28,18 @@ BAD = {
         ["trainer.unoptimized=[init,evaluate]"],
         "trainer.unoptimized must be a list of programs among init, train, eval",
     ),
+    # The trainer's schema (research/engine/settings.py): nested groups are typed too.
+    "a path for a group": (["trainer.init_from=/a/path"], "set trainer.init_from.path="),
+    "a number for a group": (["trainer.checkpoint=3"], "trainer.checkpoint must be a group of settings"),
+    "text for a nested integer": (
+        ["trainer.early_stopping.patience=abc"],
+        "trainer.early_stopping.patience must be a positive integer or null, got 'abc'",
+    ),
+    "misspelt nested key": (["trainer.checkpoint.evry=5"], "unknown config key 'trainer.checkpoint.evry'"),
+    "misspelt nested key added": (
+        ["+trainer.checkpoint.evry=5"],
+        "trainer.checkpoint.evry is not a setting: choose among enabled, every",
+    ),
 }
 
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from research.launch.study import sqlite_storage
+from research.sweep.storage import sqlite_storage
 from tests.conftest import DIGITS_FAST, TERMINAL_TRAIN, TINY, run_train, train_cmd
 
 TRIAL_TIMEOUT_S = 120

@@ -17,11 +17,11 @@ from optuna.trial import TrialState
 
 from research import study as study_cli
 from research.errors import ConfigError, NonFiniteLossError, TrialPruned
-from research.launch.study import sqlite_storage
 from research.sweep import trial as job_trial
 from research.sweep.sampler import SeedPerTrial
 from research.sweep.search import Search
 from research.sweep.space import check_search, encode, split_arguments
+from research.sweep.storage import sqlite_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 STUDY = "toy"

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from research.launch.study import sqlite_storage
+from research.sweep.storage import sqlite_storage
 from tests.conftest import DIGITS_FAST, run_train
 
 SPACE = {

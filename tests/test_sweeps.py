@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from research import compare
-from research.launch.study import sqlite_storage
+from research.sweep.storage import sqlite_storage
 from tests.checkpoints import signal_run
 from tests.conftest import DIGITS_FAST as FAST
 from tests.conftest import parse_table, run_train

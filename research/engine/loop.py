@@ -5,7 +5,7 @@ scalars per step): that bounds the work queued on the device, catches a non-fini
 value at the step it happened, and feeds the progress display. At interval
 boundaries it logs, runs the due evaluators, checks early stopping and saves.
 Nothing here knows what the task learns: names of metrics, counters and the
-state's model parts come from the task's declarations (``research/tasks/base.py``).
+state's model parts come from the task's declarations (``research/engine/api.py``).
 """
 
 from __future__ import annotations

@@ -148,8 +148,8 @@ def validate(settings: Any, prefix: str) -> None:
                 raise ConfigError(f"{key} must be a group of settings, got {value!r}: set {key}.<key>=...")
             validate(value, key)
             continue
-        predicate, requirement = f.metadata.get("check", (lambda v: True, _describe(hints[f.name])))
-        if not _has_type(value, hints[f.name]) or not predicate(value):
+        predicate, requirement = f.metadata.get("check", (None, _describe(hints[f.name])))
+        if not _has_type(value, hints[f.name]) or (predicate is not None and not predicate(value)):
             raise ConfigError(f"{key} must be {requirement}, got {value!r}")
 
 

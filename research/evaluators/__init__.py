@@ -1,1 +1,1 @@
-"""Evaluators: named, scheduled evaluations that tasks declare and config adds (see base.py)."""
+"""Evaluators: named, scheduled evaluations that tasks declare and config adds (the contract: engine/api.py)."""

@@ -1,6 +1,6 @@
 """Image grids from the state alone: reconstructions of a fixed batch, samples from fixed noise.
 
-A ``Direct`` evaluator whose image outputs are (N, H, W, C) batches in [0, 1], tiled on
+A ``StateFunction`` evaluator whose image outputs are (N, H, W, C) batches in [0, 1], tiled on
 the host with ``images.grid`` (the writers take one image per name). Fixed inputs
 (a noise batch, held-out images) are closed over by ``fn``, so every evaluation draws
 the same ones and the grids of successive steps compare directly.
@@ -13,10 +13,10 @@ from typing import Any
 
 from research import images
 from research.engine.api import Result, Schedule
-from research.evaluators.direct import Direct
+from research.evaluators.state_function import StateFunction
 
 
-class Grids(Direct):
+class Grids(StateFunction):
     """``fn(state) -> {name: array}``: names in ``columns`` are image batches, tiled that many across."""
 
     def __init__(

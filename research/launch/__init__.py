@@ -1,1 +1,1 @@
-"""Launching runs elsewhere: Slurm preflight, Optuna study storage, Cloud TPU, a distributed check."""
+"""Launching runs elsewhere: Slurm preflight, Cloud TPU, a distributed check."""

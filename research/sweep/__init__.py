@@ -2,5 +2,6 @@
 
 The Hydra sweeper (``hydra_plugins/research_optuna_sweeper``) asks Optuna for trials and
 launches each as a job; ``trial.reporter`` lets a job report its validation metric to its
-trial so a pruner can stop it early. ``python -m research.study`` reads a finished study.
+trial so a pruner can stop it early; ``storage`` keeps the trials so a search continues.
+``python -m research.study`` reads a finished study.
 """

@@ -23,10 +23,10 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
 from research.errors import TrialPruned, UserError
-from research.launch.study import open_storage
 from research.sweep import trial as job_trial
 from research.sweep.sampler import SeedPerTrial
 from research.sweep.space import check_search, overrides, split_arguments
+from research.sweep.storage import open_storage
 
 log = logging.getLogger(__name__)
 RESULTS_FILE = "optimization_results.yaml"

@@ -75,7 +75,7 @@ def open_trial(sweeper: DictConfig, number: int) -> optuna.Trial:
     import optuna
     from hydra.utils import instantiate
 
-    from research.launch.study import open_storage
+    from research.sweep.storage import open_storage
 
     storage = open_storage(sweeper.storage)
     if storage is None:

@@ -26,7 +26,7 @@ from research.tasks.rl_common import (
     env_keys,
     positive_ints,
     require,
-    strong,
+    without_weak_types,
 )
 
 
@@ -119,7 +119,7 @@ class DQN(Agent):
 
     def init(self, rng: jax.Array, batch: Any = None) -> dict:
         state = self.fresh_state(rng)
-        return strong(
+        return without_weak_types(
             {
                 **state,
                 "target_params": state["params"],

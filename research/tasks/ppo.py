@@ -31,7 +31,7 @@ from research.tasks.rl_common import (
     gae,
     positive_ints,
     require,
-    strong,
+    without_weak_types,
 )
 
 ADV_EPS = 1e-8  # guards the per-minibatch advantage normalisation against zero spread
@@ -106,7 +106,7 @@ class PPO(Agent):
         )
 
     def init(self, rng: jax.Array, batch: Any = None) -> dict:
-        return strong(self.fresh_state(rng))
+        return without_weak_types(self.fresh_state(rng))
 
     def _rollout(self, params: dict, env_state: Any, obs: jax.Array, key: jax.Array) -> tuple:
         """``num_steps`` steps of every env; the randomness of all of them is drawn up front."""

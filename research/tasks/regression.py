@@ -26,7 +26,7 @@ from research import precision as precision_lib
 from research.data.base import EVAL_WEIGHT, Dataset
 from research.engine.api import Evaluator, Schedule
 from research.errors import ConfigError
-from research.evaluators.direct import Direct
+from research.evaluators.state_function import StateFunction
 from research.evaluators.sums import Sums
 from research.tasks.base import Batch, Metrics, State
 from research.tasks.supervised import SupervisedTask, require_fields, train_arrays
@@ -142,7 +142,7 @@ class RegressionTask(SupervisedTask):
         out: dict[str, Evaluator] = {"metrics": Sums(self.eval_step, self.finalize, self.metric_names())}
         if self.baselines:  # constants of the data, recorded once, next to test/rmse_original
             constants = {f"baseline_{k}_rmse": float(v) for k, v in self.baselines.items()}
-            out["baselines"] = Direct(
+            out["baselines"] = StateFunction(
                 lambda state: {k: jnp.float32(v) for k, v in constants.items()},
                 tuple(constants),
                 Schedule(every=0, final=True, prefix="test"),

@@ -16,7 +16,7 @@ from flax import nnx
 
 from research.engine.api import Evaluator, Schedule
 from research.errors import ConfigError
-from research.evaluators.direct import Direct
+from research.evaluators.state_function import StateFunction
 from research.metrics import safe_divide
 from research.tasks.base import TaskBase
 
@@ -45,7 +45,7 @@ def env_keys(key: jax.Array, shape: tuple[int, ...], impl: str) -> jax.Array:
     return jax.random.wrap_key_data(words, impl=impl)
 
 
-def strong(tree: Any) -> Any:
+def without_weak_types(tree: Any) -> Any:
     """The same pytree without weak types (gymnax leaves some), so scan carries keep one type."""
     return jax.tree.map(lambda x: jnp.asarray(x, dtype=jnp.asarray(x).dtype), tree)
 
@@ -210,7 +210,7 @@ class Agent(TaskBase):
 
     def evaluators(self) -> dict[str, Evaluator]:
         """Greedy episodes in fresh envs, recorded as ``eval/return`` during training and at the end."""
-        greedy = Direct(
+        greedy = StateFunction(
             lambda state: self.finalize(self.eval_step(state)), ("return",), Schedule(prefix="eval")
         )
         return {"greedy": greedy}

@@ -11,7 +11,7 @@ import numpy as np
 from research.engine.api import Result, Schedule
 
 
-class Direct:
+class StateFunction:
     """``fn(state) -> metrics``, compiled once; ``report(metrics) -> images`` on the host.
 
     Arrays ``fn`` returns under names in ``image_keys`` become images (from the first replica).

@@ -1,0 +1,84 @@
+"""Reading a run never changes it: the reuse commands open it read-only (issues 27 and 28)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, TINY, run_train
+
+RUN = ("+experiment=digits_mlp", "+debug=fast", "trainer.plots=false", *TINY)
+
+
+def digests(run_dir: Path) -> dict[str, str]:
+    """Every file of the run directory by its md5."""
+    return {
+        str(p.relative_to(run_dir)): hashlib.md5(p.read_bytes()).hexdigest()
+        for p in sorted(run_dir.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def fresh_start_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished run trained with trainer.resume=false: its saved config says to start over."""
+    run_dir = tmp_path_factory.mktemp("reading") / "run"
+    run_train(*RUN, "trainer.resume=false", f"hydra.run.dir={run_dir}")
+    return run_dir
+
+
+def test_evaluating_a_resume_false_run_changes_none_of_its_files(fresh_start_run: Path) -> None:
+    before = digests(fresh_start_run)
+    proc = subprocess.run(
+        [sys.executable, "-m", "research.evaluate", f"run={fresh_start_run}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    after = digests(fresh_start_run)
+    assert {k: after[k] for k in before} == before  # nothing moved to replaced/, nothing rewritten
+    assert not (fresh_start_run / "replaced").exists()
+    new = {k for k in after if k not in before}  # what evaluate is asked to write, and only that
+    assert "eval.json" in new and all(k == "eval.json" or k.startswith("plots/eval/") for k in new), new
+
+
+def test_opening_a_run_reads_no_train_split(fresh_start_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The layout comes from the test split; the train split is never read or placed on a device."""
+    from research import experiment
+
+    build = experiment.build
+
+    def build_without_train(cfg):
+        built = build(cfg)
+        train = built.dataset.splits["train"]
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("the train split was read")
+
+        monkeypatch.setattr(train, "arrays", refuse)
+        monkeypatch.setattr(train, "iterator", refuse)
+        return built
+
+    monkeypatch.setattr(experiment, "build", build_without_train)
+    opened = experiment.open_saved(fresh_start_run)
+    summary_loss = json.loads((fresh_start_run / "summary.json").read_text())["test/loss"]
+    outcome = opened.saved.evaluate(opened.state, opened.step, opened.built.task.evaluators(), "test")
+    assert outcome.scalars["test/loss"] == pytest.approx(summary_loss, rel=1e-6)
+
+
+def test_a_run_without_checkpoints_is_one_line_and_stays_as_it_was(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_train(*RUN, "trainer.checkpoint.enabled=false", f"hydra.run.dir={run_dir}")
+    before = digests(run_dir)
+    for command in ("evaluate", "export"):
+        proc = subprocess.run(
+            [sys.executable, "-m", f"research.{command}", f"run={run_dir}"],
+            capture_output=True, text=True, cwd=ROOT, timeout=300,
+        )  # fmt: skip
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and "has no checkpoint" in lines[0], proc.stderr
+    assert digests(run_dir) == before and not (run_dir / "checkpoints").exists()
