@@ -219,6 +219,23 @@ def preflight(argv: list[str] | None = None) -> None:
         with report_errors():
             if check_rerun(cfg, run_dir) is not None:
                 sys.exit(0)
+            start_attempt(run_dir)
+
+
+ATTEMPT: dict[str, Any] = {}  # the single run's attempt, made in preflight before Hydra writes anything
+
+
+def start_attempt(run_dir: Path) -> Any:
+    """Lock ``run_dir`` for this process (process 0 of a distributed run) and keep its saved config."""
+    import jax
+
+    from research.rerun import Attempt
+
+    attempt = Attempt(run_dir)
+    if jax.process_index() == 0:
+        attempt.start()
+    ATTEMPT["current"] = attempt
+    return attempt
 
 
 def headline(task: Any) -> tuple[str, ...]:

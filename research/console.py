@@ -10,6 +10,8 @@ import contextlib
 import json
 import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
 
 from research.errors import (
     EXIT_INTERRUPTED,
@@ -26,6 +28,45 @@ from research.errors import (
 RUN_FIGURES = ("steps", "best_step", "trace_s", "compile_s", "wall_s", "train/steps_per_s")
 EVALUATED = ("test/", "eval/", "val/", "cv/")
 NOT_HEADLINES = ("_per_seed", "_per_fold", "confusion_matrix")
+
+
+class _Tee:
+    """A console stream that also appends each finished line to a record (progress-bar redraws,
+    which end in a carriage return, only as their last state)."""
+
+    def __init__(self, stream: TextIO, record: TextIO):
+        self.stream, self.record, self.pending = stream, record, ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            self.record.write(line.rsplit("\r", 1)[-1] + "\n")
+        self.record.flush()
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding: the console's
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def recorded(path: Path) -> Iterator[None]:
+    """What the console shows while inside, appended to ``path`` too (a run's train.log)."""
+    try:
+        record = open(path, "a")  # noqa: SIM115 - closed below, after the streams are put back
+    except OSError:  # a record that cannot be written is no reason to stop the run
+        yield
+        return
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Tee(out, record), _Tee(err, record)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = out, err
+        record.close()
 
 
 def fail(message: str, code: int = EXIT_USER_ERROR) -> None:

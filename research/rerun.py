@@ -20,8 +20,9 @@ IGNORED = ("hydra",)  # keys whose differences never matter for a rerun
 class Finished(Exception):
     """The run in this directory is complete for this config; ``summary`` is its summary.json."""
 
-    def __init__(self, run_dir: Path, summary: dict):
-        super().__init__(f"{run_dir} is finished (step {summary.get('steps')}); nothing to do")
+    def __init__(self, run_dir: Path, summary: dict, changes: list[str]):
+        ignored = f" (the changed settings are not applied: {'; '.join(changes)})" if changes else ""
+        super().__init__(f"{run_dir} is finished (step {summary.get('steps')}); nothing to do{ignored}")
         self.summary = summary
 
 
@@ -51,13 +52,26 @@ def saved_config(run_dir: Path) -> dict | None:
     from omegaconf import OmegaConf
 
     path = run_dir / ".hydra" / "config.yaml"
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=False) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except Exception as e:  # noqa: BLE001 - any parse failure is the same damaged file to the user
+        raise ConfigError(
+            f"{path} cannot be read ({type(e).__name__}): the run's config is damaged"
+        ) from None
 
 
 def check(run_dir: Path, config: dict, abstract_state: Any, total_steps: int) -> list[str]:
     """Raise Finished or ConfigError for ``run_dir``; otherwise the changes a resumed run continues with."""
     steps = checkpoint_steps(run_dir)
+    summary = _summary(run_dir)
     if not steps:
+        if summary is not None:  # training again would overwrite it and log every step twice
+            raise ConfigError(
+                f"{run_dir} holds a finished run's summary.json but no checkpoints/ to continue from: "
+                "start a new run with hydra.run.dir=<new dir>, or trainer.resume=false to set it aside"
+            )
         return []
     old = saved_config(run_dir) or {}
     changes = config_changes(old, config) if old else []
@@ -69,15 +83,24 @@ def check(run_dir: Path, config: dict, abstract_state: Any, total_steps: int) ->
                 f"{run_dir} holds a run whose checkpoint does not fit this config ({differ}): start a new "
                 f"run with trainer.resume=false hydra.run.dir=<new dir>, or rerun with the original values"
             )
-    summary_path = run_dir / "summary.json"
-    if summary_path.exists():
-        summary = json.loads(summary_path.read_text())
+    if summary is not None:
         done = summary.get("stopped_early") or int(summary.get("steps", 0)) >= total_steps
         # Cross-validation with cv_refit: the folds may be done while the run on the whole split is not.
         refit = (config.get("trainer") or {}).get("cv_refit")
         if done and not (refit and not (run_dir / "refit" / "summary.json").exists()):
-            raise Finished(run_dir, summary)
+            raise Finished(run_dir, summary, changes)
     return changes
+
+
+def _summary(run_dir: Path) -> dict | None:
+    """The run's summary.json, None when there is none; a damaged one is one line naming it."""
+    path = run_dir / "summary.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path} cannot be read ({type(e).__name__}): move it aside to continue") from None
 
 
 def _mismatches(run_dir: Path, steps: list[int], abstract: Any) -> list[str]:
@@ -101,3 +124,29 @@ def _mismatches(run_dir: Path, steps: list[int], abstract: Any) -> list[str]:
             "trainer.resume=false (the earlier run's files are moved to replaced/)"
         )
     return first or []
+
+
+class Attempt:
+    """One training attempt in a run directory: it holds the directory's lock while it trains, and
+    when it fails before saving a checkpoint of its own (a continuation that met a NaN at its new
+    learning rate, a full disk), it puts back the config that the run's checkpoints were made with.
+
+    Made before Hydra writes ``.hydra/config.yaml`` (in the CLI's preflight), so it can keep it.
+    """
+
+    def __init__(self, run_dir: Path):
+        from research.engine.run_dir import RunLock
+
+        self.run_dir, self.lock = Path(run_dir), RunLock(run_dir)
+        self.config_path = self.run_dir / ".hydra" / "config.yaml"
+        self.config = self.config_path.read_bytes() if self.config_path.exists() else None
+        self.steps = checkpoint_steps(self.run_dir)
+
+    def start(self) -> None:
+        """Take the directory's lock (one line naming its holder if another process trains there)."""
+        self.lock.acquire()
+
+    def end(self, succeeded: bool) -> None:
+        if not succeeded and self.config is not None and checkpoint_steps(self.run_dir) == self.steps:
+            self.config_path.write_bytes(self.config)
+        self.lock.release()

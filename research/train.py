@@ -30,20 +30,35 @@ def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode.name == "MULTIRUN"
     group = Path(hydra_cfg.sweep.dir).name if multirun else None
-    with console.report_errors(exit_on_error=not multirun):
-        from research.experiment import run
-        from research.sweep.trial import reporter
-
-        run_dir = Path(hydra_cfg.runtime.output_dir)
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    with console.recorded(run_dir / "train.log"), console.report_errors(exit_on_error=not multirun):
         # A single run was checked in preflight; a sweep's job is checked here (a resubmitted
         # sweep runs only the jobs that have not finished).
         summary = cli.check_rerun(cfg, run_dir) if multirun else None
         if summary is None:
-            summary = run(cfg, run_dir, wandb_group=group, on_eval=reporter(cfg))  # Optuna trials: pruning
+            summary = _train(cfg, run_dir, group, multirun)
             console.print_summary(summary, cli.headline(get_object(cfg.task._target_)))
         if cfg.get("optimized_metric"):
             return float(summary[cfg.optimized_metric])
     return None  # a failed job in a sweep: Optuna marks the trial failed and goes on
+
+
+def _train(cfg: DictConfig, run_dir: Path, group: str | None, multirun: bool) -> dict:
+    """Train holding the run directory's lock; a failed continuation leaves the config its
+    checkpoints were made with (``rerun.Attempt``).
+    """
+    from research.experiment import run
+    from research.sweep.trial import reporter
+
+    attempt = cli.start_attempt(run_dir) if multirun else cli.ATTEMPT.get("current")
+    succeeded = False
+    try:
+        summary = run(cfg, run_dir, wandb_group=group, on_eval=reporter(cfg))  # Optuna trials: pruning
+        succeeded = True
+        return summary
+    finally:
+        if attempt is not None:
+            attempt.end(succeeded)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
+
 from research.engine import init_from
+from research.engine.run_dir import set_aside_previous
+
+RECORDS = ("metrics.jsonl", "plots", "eval.json")  # what a fresh start would otherwise append to
 
 
 def start_state(run: Any) -> tuple[Any, dict, bool]:
@@ -21,6 +26,8 @@ def start_state(run: Any) -> tuple[Any, dict, bool]:
             run.feed.restored()
             print(f"resuming from step {meta['step']} ({path})", flush=True)
             return state, meta, True
+    if jax.process_index() == 0:  # records of an attempt killed before its first checkpoint
+        set_aside_previous(run.run_dir, RECORDS, why="no checkpoint to resume from")
     state = run.programs.init(run.init_rng, run.example)
     if cfg.init_from.path:
         state = init_from.load(state, run.target, run.task.reusable, cfg.init_from, frozen=run.task.frozen)
