@@ -21,6 +21,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from research.absl_logging import absl_errors_only
+from research.data.data_dir import check_writable
 from research.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ def prepare(data_dir: str, test_fraction: float, seed: int) -> Digits:
         builder = Digits(data_dir=data_dir, config=config)
         if builder.is_prepared():
             return builder
+        check_writable(data_dir, "the digits dataset")
         try:
             builder.download_and_prepare(file_format="array_record")
         except OSError:

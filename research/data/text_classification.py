@@ -31,6 +31,7 @@ import numpy as np
 
 from research.data.arrays import SPLITS, check_not_empty, make_dataset
 from research.data.base import Dataset
+from research.data.data_dir import check_writable
 from research.data.splits import carve_validation
 from research.data.text import as_text
 from research.errors import ConfigError
@@ -175,6 +176,7 @@ def load(
     folder = Path(data_dir) / "tokenized" / name / _cache_key(settings, sources, text_key)
     if not (folder / "arrays.npz").is_file():
         log.info("Tokenizing %s once (cached in %s)", name, folder)
+        check_writable(data_dir, f"the tokenized {name}")
         texts, labels = _read_splits(sources, text_key, label_key, val_fraction, split_seed)
         _save(folder, *_tokenize(texts, labels, settings), settings)
     with np.load(folder / "arrays.npz") as stored:
