@@ -7,13 +7,21 @@ no step is recorded twice.
 
 from __future__ import annotations
 
+import functools
+import http.client
 import json
 import math
 import os
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from research.errors import UserError
 
 
 def _plain(value: Any) -> Any:
@@ -68,15 +76,88 @@ def _step(line: str) -> int:
         return 0
 
 
+# How long the start of a run waits for the W&B server to answer. wandb.init itself retries an
+# unreachable server for its init_timeout (90 s) and then fails with a traceback.
+WANDB_PROBE_S = 5.0
+
+
+def check_wandb(settings: Mapping[str, Any] | None) -> None:
+    """Decide the W&B mode of ``logger.wandb`` settings before anything is created.
+
+    The preflight calls this so that a run that cannot log (``online`` without a login or a
+    server) stops with one line before Hydra makes its run directory; the decision is cached,
+    so ``WandbWriter`` reuses it without a second probe or a second notice.
+    """
+    if settings:
+        _wandb_mode(settings.get("mode", "auto"))
+
+
 def _wandb_mode(mode: str) -> str:
-    """auto: online when an API key or netrc login exists, otherwise offline."""
-    if mode != "auto":
-        return mode
-    if os.environ.get("WANDB_MODE"):
-        return os.environ["WANDB_MODE"]
-    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
-    logged_in = os.environ.get("WANDB_API_KEY") or (netrc.exists() and "api.wandb.ai" in netrc.read_text())
-    return "online" if logged_in else "offline"
+    """The mode for wandb.init. ``auto`` (or ``WANDB_MODE``): online when logged in (an API key,
+    an identity token, a netrc entry for the server) and the server answers, offline otherwise.
+    ``online`` without a login, or with a server that does not answer, is a UserError.
+    """
+    requested, source = (
+        (mode, "logger.wandb.mode") if mode != "auto" else (os.environ.get("WANDB_MODE"), "WANDB_MODE")
+    )
+    if requested and requested != "online":
+        return requested
+    from wandb.sdk import wandb_setup
+
+    base_url = wandb_setup.singleton().settings.base_url
+    return _online_or_offline(f"{source}=online" if requested else None, base_url, _logged_in(base_url))
+
+
+@functools.cache
+def _online_or_offline(demand: str | None, base_url: str, logged_in: bool) -> str:
+    """``demand`` (e.g. "WANDB_MODE=online") refuses to fall back; cached: one probe, one notice."""
+    if not logged_in:
+        if demand:
+            raise UserError(f"{demand} needs a W&B login: set WANDB_API_KEY or run `wandb login`")
+        return "offline"
+    problem = _unreachable(base_url, WANDB_PROBE_S)
+    if problem is None:
+        return "online"
+    if demand:
+        raise UserError(f"{demand}, but the W&B server {base_url} cannot be reached ({problem})")
+    print(
+        f"W&B server {base_url} cannot be reached ({problem}): logging offline "
+        "(`wandb sync <run dir>/wandb/offline-run-*` uploads it later)",
+        flush=True,
+    )
+    return "offline"
+
+
+def _logged_in(base_url: str) -> bool:
+    from wandb.sdk.lib.wbauth import read_netrc_auth
+
+    env = ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE")
+    return any(os.environ.get(name) for name in env) or read_netrc_auth(host=base_url) is not None
+
+
+def _unreachable(url: str, timeout_s: float) -> str | None:
+    """Why ``url`` gives no HTTP answer within ``timeout_s`` (an error status is an answer), or None.
+
+    The request runs in a daemon thread because the socket timeout does not bound name resolution.
+    """
+    problems, done = [f"no answer within {timeout_s:g} s"], threading.Event()
+
+    def probe() -> None:
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout_s).close()
+            problems.clear()
+        except urllib.error.HTTPError:
+            problems.clear()
+        except urllib.error.URLError as e:
+            problems[:] = [str(e.reason)]
+        except (OSError, ValueError, http.client.HTTPException) as e:  # a timeout, a bad URL, not HTTP
+            problems[:] = [str(e) or type(e).__name__]
+        finally:
+            done.set()
+
+    threading.Thread(target=probe, daemon=True).start()
+    done.wait(timeout_s)
+    return problems[0] if problems else None
 
 
 class WandbWriter:
@@ -88,20 +169,28 @@ class WandbWriter:
         import wandb
 
         self._wandb = wandb
-        self.run = wandb.init(
-            project=settings["project"],
-            entity=settings.get("entity"),
-            group=settings.get("group"),
-            job_type=settings.get("job_type"),
-            name=name,
-            tags=list(tags),
-            config=config,
-            dir=str(run_dir),
-            mode=_wandb_mode(settings.get("mode", "auto")),
-            id=run_id,
-            resume="allow" if run_id else None,
-            settings=wandb.Settings(console="off", silent=True),
-        )
+        mode = _wandb_mode(settings.get("mode", "auto"))
+        try:
+            self.run = wandb.init(
+                project=settings["project"],
+                entity=settings.get("entity"),
+                group=settings.get("group"),
+                job_type=settings.get("job_type"),
+                name=name,
+                tags=list(tags),
+                config=config,
+                dir=str(run_dir),
+                mode=mode,
+                id=run_id,
+                resume="allow" if run_id else None,
+                settings=wandb.Settings(console="off", silent=True),
+            )
+        except wandb.errors.Error as e:  # the server answered but refused: a wrong key, a missing project
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(
+                f"W&B did not start the run ({reason}): check WANDB_API_KEY or `wandb login`, "
+                "or log offline with logger.wandb.mode=offline"
+            ) from None
         self.run_id = self.run.id
 
     def write(self, step: int, metrics: dict) -> None:
