@@ -115,6 +115,9 @@ def _with_search_path(overrides: list[str], config_dirs: list[str]) -> list[str]
     """``--config-dir DIR`` as the ``hydra.searchpath`` entry Hydra itself would add."""
     if not config_dirs:
         return overrides
+    for d in config_dirs:
+        if not Path(d).expanduser().is_dir():
+            raise UserError(f"--config-dir {d}: no such directory (a folder of your own config groups)")
     extra = [f"file://{Path(d).expanduser().resolve()}" for d in config_dirs]
     for i, o in enumerate(overrides):
         if o.startswith("hydra.searchpath="):
@@ -162,8 +165,10 @@ def check_rerun(cfg, run_dir: Path) -> dict | None:
     from research import experiment, rerun
     from research.engine import distributed
     from research.engine.feed import example_spec
+    from research.engine.sharding import make_mesh
 
     distributed.initialize(cfg.get("distributed"))  # before anything touches a device
+    make_mesh(OmegaConf.to_container(cfg.mesh))  # a mesh the devices cannot hold: one line, no directory
     built = experiment.prepare(cfg)
     if not built.trainer.resume:
         return None
@@ -189,7 +194,8 @@ def preflight(argv: list[str] | None = None) -> None:
     overrides, multirun, skip, config_dirs = _split_args(argv)
     if skip:
         return
-    overrides = _with_search_path(overrides, config_dirs)
+    with report_errors():
+        overrides = _with_search_path(overrides, config_dirs)
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException

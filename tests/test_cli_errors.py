@@ -36,6 +36,11 @@ BAD = {
         "trainer.early_stopping.patience must be a positive integer or null, got 'abc'",
     ),
     "misspelt nested key": (["trainer.checkpoint.evry=5"], "unknown config key 'trainer.checkpoint.evry'"),
+    "missing config dir": (
+        ["--config-dir", "/nonexistent/configs"],
+        "--config-dir /nonexistent/configs: no such directory",
+    ),
+    "mesh larger than the devices": (["mesh=data_parallel", "mesh.data=4"], "does not fit 1 devices"),
     "misspelt nested key added": (
         ["+trainer.checkpoint.evry=5"],
         "trainer.checkpoint.evry is not a setting: choose among enabled, every",

@@ -149,3 +149,21 @@ def test_a_read_only_run_directory_is_one_line(tmp_path: Path) -> None:
         ]
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+@needs_root
+def test_a_disk_already_full_at_the_start_is_one_line_and_creates_nothing(tmp_path: Path) -> None:
+    mount = tmp_path / "full"
+    _mount_tmpfs(mount, "size=1m")
+    try:
+        subprocess.run(["dd", "if=/dev/zero", f"of={mount / 'ballast'}", "bs=1k", "count=4096"],
+                       capture_output=True, check=False)  # fmt: skip
+        proc = run_train(*FAST, "trainer.max_steps=4", f"hydra.run.dir={mount / 'run'}", check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.strip().splitlines() == [
+            f"error: run directory {mount / 'run'} cannot be written (No space left on device): free disk "
+            "space or choose another with hydra.run.dir=..."
+        ]
+        assert sorted(p.name for p in mount.iterdir()) == ["ballast"]
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)

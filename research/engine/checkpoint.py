@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from research.errors import CheckpointError, CheckpointUnreadable, UserError
 UNREADABLE_DIR = "checkpoints_unreadable"
 STATE, BEST = "state", "best"  # the items holding a step's own state, and a best state saved with it
 SPACE_MARGIN = 1.25  # a checkpoint's size on disk over its arrays' bytes (metadata, OCDBT overhead)
+START_SPACE = 1 << 16  # bytes a run must be able to write before it starts (its config, first records)
 SPACE_SLACK = 1 << 20  # bytes kept free beyond that, for the metadata and the JSONL record
 SETTLE_S = 10.0  # how long a failed Orbax read waits for its other reads in flight
 
@@ -339,6 +341,16 @@ def writable_or_raise(directory: Path) -> None:
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK):
         raise UserError(f"run directory {directory} is not writable: choose another with hydra.run.dir=...")
+    try:  # a full disk (or a read-only mount, which os.access does not see as root) fails here
+        with tempfile.TemporaryFile(dir=probe) as f:
+            f.write(b"\0" * START_SPACE)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise UserError(
+            f"run directory {directory} cannot be written ({e.strerror}): free disk space or choose "
+            "another with hydra.run.dir=..."
+        ) from None
 
 
 def saved_shapes(state_dir: Path) -> dict[str, tuple[tuple[int, ...], str]]:
