@@ -1,6 +1,8 @@
 # Two commands do all the set-up on a fresh machine:
 #   make train    creates .venv, installs the project (CPU JAX), trains the default experiment
 #   make test     same environment, runs the whole test suite
+# gymnax (the rl extra) caps jax < 0.12, so .venv has jax 0.11. `make test-newest` runs the suite in
+# .venv-newest, without the rl extra, on the newest jax pip resolves (0.12.x); tests needing gymnax skip.
 # JAX=cuda or JAX=tpu installs that JAX build instead; ARGS passes overrides to training.
 # jax >= 0.11 and flax >= 0.12.9 need Python >= 3.12: the first such interpreter on PATH, else pyenv's.
 PYTHON ?= $(firstword $(foreach p,python3.12 python3.13 python3 $(wildcard $(HOME)/.pyenv/versions/3.1[23]*/bin/python3),\
@@ -10,10 +12,12 @@ JAX ?= cpu
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(JAX)
+NEWEST := .venv-newest
+NEWEST_STAMP := $(NEWEST)/.installed-$(JAX)
 ARGS ?=
 export JAX_PLATFORMS ?= $(if $(filter cpu,$(JAX)),cpu,)
 
-.PHONY: install train test test-fast lint bench clean
+.PHONY: install install-newest train test test-newest test-fast lint bench clean
 
 install: $(STAMP)
 
@@ -25,11 +29,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev,$(JAX)]"
 	rm -f $(VENV)/.installed-* && touch $@
 
+install-newest: $(NEWEST_STAMP)
+
+$(NEWEST_STAMP): pyproject.toml
+	test -x $(NEWEST)/bin/python || $(PYTHON) -m venv $(NEWEST)
+	$(NEWEST)/bin/python -m pip install -q --upgrade pip
+	$(NEWEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e ".[$(JAX),sweep,export,test]"
+	rm -f $(NEWEST)/.installed-* && touch $@
+
 train: install
 	$(BIN)/python -m research.train $(ARGS)
 
 test: install
 	$(BIN)/python -m pytest -q -n 2 -rs --durations=15
+
+test-newest: install-newest
+	$(NEWEST)/bin/python -m pytest -q -n 2 -rs --durations=15
 
 test-fast: install
 	$(BIN)/python -m pytest -q -n 2 -m "not slow and not slurm"
@@ -42,4 +57,4 @@ bench: install
 	$(BIN)/python bench/loop_vs_pure_jax.py
 
 clean:
-	rm -rf $(VENV) runs multirun .pytest_cache
+	rm -rf $(VENV) $(NEWEST) runs multirun .pytest_cache

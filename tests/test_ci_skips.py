@@ -6,6 +6,7 @@ import importlib.util
 import subprocess
 import sys
 
+from tests import needs
 from tests.conftest import ROOT
 
 SCRIPT = ROOT / ".ci" / "check_skips.py"
@@ -49,3 +50,30 @@ def test_the_script_fails_with_the_lines_it_refuses(tmp_path):
     assert refused.returncode == 1 and "dataset-fashion-mnist is not installed" in refused.stderr
     log.write_text("\n".join(line for line in OUTPUT.splitlines() if "GPU" in line or "SKIPPED" not in line))
     assert subprocess.run([sys.executable, SCRIPT, log]).returncode == 0
+
+
+def _skipped(reason: str) -> list[str]:
+    return [f"SKIPPED [4] tests/test_rl_tasks.py:128: {reason}"]
+
+
+def test_only_the_newest_jax_leg_may_skip_for_gymnax():
+    gymnax = _skipped(needs.GYMNAX_MISSING)
+    for unprovisioned in (False, True):
+        assert check_skips.disallowed(gymnax, unprovisioned) == gymnax
+        assert check_skips.disallowed(gymnax, unprovisioned, newest_jax=True) == []
+    fashion = _skipped(needs.FASHION_MNIST_MISSING)
+    assert check_skips.disallowed(fashion, unprovisioned=False, newest_jax=True) == fashion
+    assert check_skips.disallowed(_skipped(f"{needs.GYMNAX_MISSING}: other"), False, newest_jax=True)
+
+
+def test_the_markers_give_the_reasons_ci_allows_where_unprovisioned():
+    fashion = _skipped(needs.FASHION_MNIST_MISSING)
+    assert check_skips.disallowed(fashion, unprovisioned=True) == []
+    assert check_skips.disallowed(fashion, unprovisioned=False) == fashion
+
+
+def test_the_newest_jax_flag_reaches_the_check(tmp_path):
+    log = tmp_path / "out.txt"
+    log.write_text("\n".join(_skipped(needs.GYMNAX_MISSING)) + "\n")
+    assert subprocess.run([sys.executable, SCRIPT, log], capture_output=True).returncode == 1
+    assert subprocess.run([sys.executable, SCRIPT, log, "--newest-jax"]).returncode == 0

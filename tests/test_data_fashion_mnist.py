@@ -14,12 +14,10 @@ from omegaconf import OmegaConf
 from research.data import fashion_mnist, prepare
 from research.data.tfds_source import load
 from research.errors import DataError
+from tests import needs
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL = fashion_mnist.DEBIAN_IDX_DIR
-needs_real_files = pytest.mark.skipif(
-    not fashion_mnist.idx_available(REAL), reason="dataset-fashion-mnist is not installed"
-)
 
 
 def config(data_dir: Path, **overrides) -> dict:
@@ -102,7 +100,7 @@ def test_a_corrupt_idx_file_is_a_data_error(fake_idx, tmp_path: Path) -> None:
         fashion_mnist.prepare(str(tmp_path / "tfds"), str(idx_dir))
 
 
-@needs_real_files
+@needs.fashion_mnist_files
 def test_the_real_files_give_60000_and_10000_balanced_examples(offline) -> None:
     # The test session's TFDS data dir (conftest): built once (~7 s), then reused by later sessions.
     data_dir = Path(os.environ["TFDS_DATA_DIR"])

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import yaml
 
+from tests import needs
 from tests.conftest import TINY, run_train
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, needs.gymnax]
 
 
 def _records(run_dir: Path) -> list[dict]:

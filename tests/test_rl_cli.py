@@ -9,8 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests import needs
 from tests.checkpoints import ENDLESS, assert_same_final_state, final_state, latest_checkpoint, signal_run
 from tests.conftest import TINY, run_train
+
+pytestmark = needs.gymnax
 
 FAST = (*TINY, "trainer.compile_cache=null")
 

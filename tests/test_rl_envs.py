@@ -10,6 +10,7 @@ import pytest
 from research.envs import NormalizeObservation, ScaleReward, make
 from research.errors import ConfigError
 from research.tasks.rl_common import env_keys
+from tests import needs
 
 
 def _cfg(env_id: str, **kw) -> dict:
@@ -39,6 +40,7 @@ def _run(env, steps: int, num_envs: int, seed: int = 0, action=None):
     return state, out
 
 
+@needs.gymnax
 def test_make_rejects_unknown_ids_and_params() -> None:
     with pytest.raises(ConfigError, match="env.id='CartPole-v9' is not a gymnax environment"):
         make(_cfg("CartPole-v9"))
@@ -46,6 +48,7 @@ def test_make_rejects_unknown_ids_and_params() -> None:
         make(_cfg("CartPole-v1", params={"gravity_x": 1.0}))
 
 
+@needs.gymnax
 def test_spaces_of_discrete_continuous_and_image_envs() -> None:
     cartpole, pendulum, breakout = (
         make(_cfg("CartPole-v1")),
@@ -62,6 +65,7 @@ def test_spaces_of_discrete_continuous_and_image_envs() -> None:
     assert (breakout.obs_shape, breakout.discrete, breakout.action_dim) == ((10, 10, 4), True, 3)
 
 
+@needs.gymnax
 def test_episode_returns_and_final_observations() -> None:
     env = make(_cfg("CartPole-v1", params={"max_steps_in_episode": 30}))
     _, (obs, reward, terminated, truncated, info) = _run(env, 200, 8)
@@ -78,6 +82,7 @@ def test_episode_returns_and_final_observations() -> None:
     assert np.abs(nxt[done]).max() <= 0.05  # CartPole resets uniformly in [-0.05, 0.05]
 
 
+@needs.gymnax
 def test_continuous_actions_are_clipped_to_the_action_space() -> None:
     # MountainCarContinuous charges -0.1 * action**2 on the action it is given (Pendulum clips
     # its torque itself, so it could not tell): equal rewards prove the clip to [-1, 1].
@@ -87,6 +92,7 @@ def test_continuous_actions_are_clipped_to_the_action_space() -> None:
     np.testing.assert_array_equal(np.asarray(big), np.asarray(edge))
 
 
+@needs.gymnax
 def test_normalize_observation_standardises_and_eval_freezes_stats() -> None:
     env = make(_cfg("Pendulum-v1", normalize_obs=True))
     assert isinstance(env, NormalizeObservation)
@@ -120,6 +126,7 @@ def _scaled_rewards(raw: np.ndarray, done: np.ndarray, gamma: float) -> np.ndarr
     return out
 
 
+@needs.gymnax
 def test_scale_reward_divides_by_return_std_but_records_raw_returns() -> None:
     raw_env = make(_cfg("CartPole-v1", params={"max_steps_in_episode": 30}))
     env = make(_cfg("CartPole-v1", params={"max_steps_in_episode": 30}, scale_reward=True))

@@ -18,6 +18,7 @@ from research.models.q_network import QNetwork
 from research.tasks.dqn import DQN, buffer_add, buffer_init, buffer_sample
 from research.tasks.ppo import PPO
 from research.tasks.rl_common import completed_return, env_keys, gae
+from tests import needs
 
 PPO_ARGS = dict(
     num_envs=4,
@@ -125,6 +126,7 @@ def test_replay_buffer_wraps_around_and_samples_only_written_rows() -> None:
     assert set(np.asarray(sample["reward"]).tolist()) <= {5.0, 1.0, 2.0}
 
 
+@needs.gymnax
 def test_ppo_chunk_updates_params_and_reports_metrics(cartpole_ppo) -> None:
     task, init, chunk, evaluate = cartpole_ppo
     state = init(jax.random.PRNGKey(0))
@@ -176,6 +178,7 @@ def _greedy_cartpole_return(task: PPO, state: dict) -> float:
     return float(length.mean())
 
 
+@needs.gymnax
 def test_ppo_learns_cartpole_far_beyond_random(cartpole_ppo) -> None:
     """150 iterations of 4x32 steps (~19k env steps): random play averages ~22."""
     _, init, chunk, evaluate = cartpole_ppo
@@ -188,6 +191,7 @@ def test_ppo_learns_cartpole_far_beyond_random(cartpole_ppo) -> None:
     assert float(evaluate(state)["return"]) > 100
 
 
+@needs.gymnax
 def test_ppo_gaussian_policy_on_pendulum_with_wrappers() -> None:
     """Reward scaling changes what PPO learns from, not the returns it reports: the first rollout
     (same start, same policy) reports the same raw return with and without it."""
@@ -206,6 +210,7 @@ def test_ppo_gaussian_policy_on_pendulum_with_wrappers() -> None:
     assert not np.allclose(scaled["value_loss"], raw["value_loss"])  # the critic sees scaled rewards
 
 
+@needs.gymnax
 def test_config_errors_name_the_key() -> None:
     with pytest.raises(ConfigError, match="num_minibatches=3 must divide"):
         _ppo(num_minibatches=3)
@@ -217,6 +222,7 @@ def test_config_errors_name_the_key() -> None:
         DQN(QNetwork, _adam(), 10, _env("Pendulum-v1"), **DQN_ARGS)
 
 
+@needs.gymnax
 def test_dqn_waits_for_learning_starts_then_updates_and_syncs_the_target() -> None:
     task = DQN(
         functools.partial(QNetwork, hidden_sizes=(32,), activation="relu"),
@@ -242,6 +248,7 @@ def test_dqn_waits_for_learning_starts_then_updates_and_syncs_the_target() -> No
     assert float(sums["episodes"]) == 4
 
 
+@needs.gymnax
 @pytest.mark.parametrize("double", [True, False])
 def test_dqn_bootstraps_from_the_double_or_the_vanilla_target(double: bool) -> None:
     """Double DQN values the online network's best next action with the target network; vanilla
@@ -270,6 +277,7 @@ def test_dqn_bootstraps_from_the_double_or_the_vanilla_target(double: bool) -> N
     assert float(loss) == pytest.approx(float(expected), rel=1e-5)
 
 
+@needs.gymnax
 def test_double_dqn_false_reaches_the_task() -> None:
     from research.config import compose_train
     from research.experiment import build

@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from research.config import compose_train
 from research.engine.reuse import checkpoint_state_dir, read_arrays
 from research.errors import ConfigError
+from tests import needs
 from tests.conftest import TINY, run_train
 
 
@@ -77,6 +78,7 @@ def _report(stdout: str) -> dict[str, str]:
     return {line.split()[0]: line for line in stdout.splitlines() if line.startswith("  ")}
 
 
+@needs.fashion_mnist_files
 def test_the_transfer_recipes_load_freeze_and_reinitialise_what_they_say(tmp_path: Path) -> None:
     """Pretrain on classes 0-4, then the linear probe and the fine-tune recipes on classes 5-9 (real
     Fashion-MNIST, a small CNN, 8 steps each): which parameters were loaded, frozen and
