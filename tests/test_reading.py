@@ -82,3 +82,16 @@ def test_a_run_without_checkpoints_is_one_line_and_stays_as_it_was(tmp_path: Pat
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and "has no checkpoint" in lines[0], proc.stderr
     assert digests(run_dir) == before and not (run_dir / "checkpoints").exists()
+
+
+def test_evaluating_a_pruned_trial_says_it_was_pruned(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_train(*RUN, "trainer.checkpoint.enabled=false", f"hydra.run.dir={run_dir}")
+    summary = {"pruned": True, "reason": "pruned at step 8 (val/accuracy 0.3)", "steps": 8}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    proc = subprocess.run(
+        [sys.executable, "-m", "research.evaluate", f"run={run_dir}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "a search pruned it at step 8, before any checkpoint" in proc.stderr
+    assert "checkpoint.enabled=false" not in proc.stderr

@@ -117,3 +117,11 @@ def test_a_finished_run_rerun_with_other_settings_says_they_are_not_applied(run_
     run_train(*RUN, "trainer.max_steps=16", f"hydra.run.dir={run_dir}")
     proc = run_train(*RUN, "trainer.max_steps=16", "optimizer.learning_rate=0.5", f"hydra.run.dir={run_dir}")
     assert "nothing to do (the changed settings are not applied: optimizer.learning_rate:" in proc.stdout
+
+
+def test_a_sigterm_during_the_final_evaluation_finishes_the_run_and_says_so(run_dir: Path) -> None:
+    proc = run_train(*RUN, "trainer.max_steps=16", f"hydra.run.dir={run_dir}",
+                     script=ROOT / "tests" / "sigterm_in_final_evaluation.py", check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "a stop signal came during the final evaluation; the run is finished" in proc.stdout
+    assert "test/accuracy" in json.loads((run_dir / "summary.json").read_text())

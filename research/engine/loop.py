@@ -164,8 +164,11 @@ def fit(
         resume_step=meta.get("step") if resumed else None, wandb_id=meta.get("wandb_id")
     )
     loop = Loop(run, writers, best, config_dict, on_eval, int(meta.get("step", 0)))
-    try:
+    try:  # the signals are taken until the end: one during the test pass must not kill it unsaid
         state = loop.train(state)
+        if loop.preempt.set:
+            leave_preempted(run.ckpt, loop.preempt, writers, loop.step)
+        summary = loop.finish(state, start_wall)
     except TrialPruned as pruned:  # the run directory and the W&B run say so
         loop.close_checkpoints()
         writers.summary({"pruned": True, "reason": str(pruned), "steps": loop.step, **best.metrics}, {})
@@ -173,9 +176,11 @@ def fit(
             writers.wandb.run.tags = (*writers.wandb.run.tags, "pruned")
         writers.close()
         raise
+    finally:
+        loop.preempt.restore()
     if loop.preempt.set:
-        leave_preempted(run.ckpt, loop.preempt, writers, loop.step)
-    return loop.finish(state, start_wall)
+        print("note: a stop signal came during the final evaluation; the run is finished, nothing to resume")
+    return summary
 
 
 class Loop:
@@ -215,7 +220,6 @@ class Loop:
         finally:
             profile.close()
             progress.close()
-            self.preempt.restore()
         return state
 
     def _call(self, state: Any, n: int) -> Any:

@@ -8,6 +8,7 @@ whatever its saved settings say (``trainer.resume=false`` belongs to training al
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +59,7 @@ class SavedRun:
         """The step ``checkpoint=best|latest|<step>`` names, or one line listing the saved ones."""
         steps = self.ckpt.steps()
         if not steps:
-            raise ConfigError(
-                f"{self.run_dir} has no checkpoint to read (its training saved none yet, or ran with "
-                "trainer.checkpoint.enabled=false)"
-            )
+            raise ConfigError(f"{self.run_dir} has no checkpoint to read ({self._why_none()})")
         if choice == "latest":
             return steps[-1]
         if choice == "best":
@@ -70,6 +68,19 @@ class SavedRun:
         if choice.isdigit() and int(choice) in steps:
             return int(choice)
         raise ConfigError(f"checkpoint={choice!r}: choose best, latest or one of the saved steps {steps}")
+
+    def _why_none(self) -> str:
+        """Why a run has no checkpoint, by its summary: pruned by a search, saving off, or not yet."""
+        try:
+            summary = json.loads((self.run_dir / "summary.json").read_text())
+        except (OSError, ValueError):
+            summary = {}
+        if summary.get("pruned"):
+            step, reason = summary.get("steps"), summary.get("reason")
+            return f"a search pruned it at step {step}, before any checkpoint ({reason})"
+        if summary:
+            return "it was trained with trainer.checkpoint.enabled=false"
+        return "its training has saved none yet"
 
     def restore(self, step: int) -> Any:
         """The state of checkpoint ``step`` (replicas stacked), or one line saying what does not fit."""
