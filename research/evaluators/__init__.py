@@ -1,1 +1,1 @@
-"""Evaluators: named, scheduled evaluations that tasks declare and config adds (the contract: engine/api.py)."""
+"""Evaluators: named, scheduled evaluations that tasks declare and config adds (contract: engine/api.py)."""
