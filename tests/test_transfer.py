@@ -10,7 +10,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from research.config import compose_train
-from research.engine.reuse import checkpoint_state_dir, read_arrays
+from research.engine.init_from import checkpoint_state_dir, read_arrays
 from research.errors import ConfigError
 from tests import needs
 from tests.conftest import TINY, run_train
