@@ -89,9 +89,15 @@ def load_run(path: Path) -> Run:
     from omegaconf import OmegaConf
 
     config, summary = path / ".hydra" / "config.yaml", path / "summary.json"
-    # Unresolved: interpolations stay as written, so equal ones compare equal.
-    params = OmegaConf.to_container(OmegaConf.load(config), resolve=False) if config.exists() else {}
-    final = json.loads(summary.read_text()) if summary.exists() else {}
+    try:
+        # Unresolved: interpolations stay as written, so equal ones compare equal.
+        params = OmegaConf.to_container(OmegaConf.load(config), resolve=False) if config.exists() else {}
+    except Exception as e:  # noqa: BLE001 - any parse failure is the same damaged file to the user
+        raise UserError(f"{config} cannot be read ({type(e).__name__}): move that run aside") from None
+    try:
+        final = json.loads(summary.read_text()) if summary.exists() else {}
+    except (OSError, ValueError) as e:
+        raise UserError(f"{summary} cannot be read ({type(e).__name__}): move that run aside") from None
     return Run(
         path=path, params=_flatten(params), summary=final, history=read_history(path / "metrics.jsonl")
     )

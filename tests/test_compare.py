@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 from pathlib import Path
 
@@ -142,3 +143,18 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     fake_sweep(tmp_path / "sweep")
     with pytest.raises(UserError, match="test/f1.*choose from test/accuracy"):
         compare.compare([tmp_path / "sweep"], metrics=["test/f1"])
+
+
+def test_a_damaged_summary_or_config_is_one_line_naming_the_file(tmp_path, capsys):
+    fake_sweep(tmp_path / "sweep")
+    damaged = {"summary.json": "{not json", ".hydra/config.yaml": "a: [unclosed"}
+    for name, text in damaged.items():
+        (tmp_path / "sweep" / "1" / name).write_text(text)
+        with pytest.raises(SystemExit) as exit_info:
+            compare.main([str(tmp_path / "sweep"), "--no-plots"])
+        assert exit_info.value.code == errors.EXIT_USER_ERROR
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{tmp_path / 'sweep' / '1' / name} cannot be read" in err, err
+        fake_sweep(tmp_path / "fresh")
+        (tmp_path / "sweep" / "1" / name).write_text((tmp_path / "fresh" / "1" / name).read_text())
+        shutil.rmtree(tmp_path / "fresh")
