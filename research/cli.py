@@ -1,4 +1,4 @@
-"""What the user sees: one-line errors, a preflight check of the overrides, the summary.
+"""``research.train``'s preflight: every override checked before Hydra creates anything.
 
 ``preflight`` composes the config the way Hydra will, before Hydra starts, so a
 bad override (unknown experiment, unknown key, wrong type, out-of-range value,
@@ -201,7 +201,7 @@ def preflight(argv: list[str] | None = None) -> None:
     from omegaconf.errors import OmegaConfBaseException
 
     from research.config import check, register_resolvers
-    from research.engine.checkpoint import writable_or_raise
+    from research.engine.run_dir import writable_or_raise
 
     register_resolvers()
     try:

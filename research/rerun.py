@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from research.engine.checkpoint import STATE, shape_mismatches
+from research.engine.checkpoint import STATE
+from research.engine.orbax_reads import shape_mismatches
 from research.errors import CheckpointUnreadable, ConfigError
 
 IGNORED = ("hydra",)  # keys whose differences never matter for a rerun

@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from research.engine.checkpoint import Checkpointer, shape_mismatches
+from research.engine.checkpoint import Checkpointer
+from research.engine.orbax_reads import shape_mismatches
 from research.errors import CheckpointUnreadable
 
 

@@ -19,23 +19,17 @@ aside to ``checkpoints_unreadable/`` and the next newest is used; a save that fa
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
 import shutil
-import tempfile
-from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
+from research.engine.orbax_reads import orbax, reading
 from research.errors import CheckpointError, CheckpointUnreadable, UserError
 
 UNREADABLE_DIR = "checkpoints_unreadable"
 STATE, BEST = "state", "best"  # the items holding a step's own state, and a best state saved with it
 SPACE_MARGIN = 1.25  # a checkpoint's size on disk over its arrays' bytes (metadata, OCDBT overhead)
-START_SPACE = 1 << 16  # bytes a run must be able to write before it starts (its config, first records)
 SPACE_SLACK = 1 << 20  # bytes kept free beyond that, for the metadata and the JSONL record
-SETTLE_S = 10.0  # how long a failed Orbax read waits for its other reads in flight
 
 
 class Checkpointer:
@@ -51,7 +45,7 @@ class Checkpointer:
         read_only: bool = False,
     ):
         """``read_only``: for reading a saved run; nothing is created, written or deleted."""
-        ocp = _orbax()
+        ocp = orbax()
         self._ocp = ocp
         self.directory = Path(directory).absolute()
         self.metric, self.sign, self.keep_best = metric, (1.0 if mode == "max" else -1.0), keep_best
@@ -98,7 +92,7 @@ class Checkpointer:
             return {}
 
     def _read_meta(self, step: int) -> dict:
-        with _reading(self.directory / str(step)):
+        with reading(self.directory / str(step)):
             args = self._ocp.args.Composite(meta=self._ocp.args.JsonRestore())
             return self.manager.restore(step, args=args)["meta"]
 
@@ -192,7 +186,7 @@ class Checkpointer:
             import grain
 
             items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
-        with _reading(self.directory / str(home)):
+        with reading(self.directory / str(home)):
             restored = self.manager.restore(home, args=ocp.args.Composite(**items))
         meta = restored["meta"]
         self.scores = {int(k): v for k, v in meta.get("scores", {}).items()}
@@ -265,139 +259,5 @@ class _WriteErrors:
         ) from None
 
 
-def _orbax() -> Any:
-    """``orbax.checkpoint``, its failed reads settled before their event loop closes."""
-    import orbax.checkpoint as ocp
-    from orbax.checkpoint._src import asyncio_utils
-
-    run = getattr(asyncio_utils, "_run_sync_via_new_loop", None)
-    if run is not None and not getattr(run, "settles", False):
-        asyncio_utils._run_sync_via_new_loop = _settling(run)
-    return ocp
-
-
-def _settling(run: Callable[[Coroutine], Any]) -> Callable[[Coroutine], Any]:
-    """Orbax's ``run_sync`` runs a read in a fresh asyncio loop and closes the loop as soon as the
-    read raises. A read gathers one TensorStore operation per array, and the first failure raises
-    while the others are still in flight; each of those then completes on a TensorStore thread,
-    calls back into the closed loop and prints a ``RuntimeError: Event loop is closed`` traceback
-    (dozens for one corrupt checkpoint). ``run`` wrapped so that a failed read first waits for the
-    operations it started, and the loop closes with nothing left to call it.
-    """
-
-    def run_settled(coro: Coroutine) -> Any:
-        return run(_settled(coro))
-
-    run_settled.settles = True  # type: ignore[attr-defined]
-    return run_settled
-
-
-async def _settled(coro: Coroutine) -> Any:
-    try:
-        return await coro
-    except Exception:
-        me = asyncio.current_task()
-        others = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
-        if others:  # gathered with the read: their errors count as retrieved
-            await asyncio.wait(others, timeout=SETTLE_S)
-        raise
-
-
-def unreadable(step_dir: Path, error: BaseException) -> CheckpointUnreadable:
-    """One line naming the step directory and the innermost cause (Orbax wraps TensorStore's), its
-    paths shown relative to the step directory.
-    """
-    while error.__cause__ is not None:
-        error = error.__cause__
-    line = (str(error).splitlines() or [""])[0].split(" [tensorstore_spec=")[0]  # TensorStore's spec: long
-    text = line.replace(f"{step_dir}{os.sep}", "")[:300]
-    return CheckpointUnreadable(
-        f"checkpoint at step {step_dir.name} ({step_dir}) cannot be read ({type(error).__name__}: {text})"
-    )
-
-
-@contextlib.contextmanager
-def _reading(step_dir: Path) -> Iterator[None]:
-    """Any failure of the Orbax read in the block as CheckpointUnreadable: Orbax and TensorStore raise
-    ValueError, OSError, KeyError, JSON and Unicode errors, and bare Exceptions for a damaged file.
-    """
-    try:
-        yield
-    except UserError:
-        raise
-    except Exception as e:
-        raise unreadable(step_dir, e) from e
-
-
 def _homes(meta: dict) -> dict[int, int]:
     return {int(k): int(v) for k, v in meta.get("homes", {}).items()}
-
-
-def writable_or_raise(directory: Path) -> None:
-    """Fail early, with one line, when the run directory cannot be written."""
-    directory = Path(directory)
-    probe = directory
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK):
-        raise UserError(f"run directory {directory} is not writable: choose another with hydra.run.dir=...")
-    try:  # a full disk (or a read-only mount, which os.access does not see as root) fails here
-        with tempfile.TemporaryFile(dir=probe) as f:
-            f.write(b"\0" * START_SPACE)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:
-        raise UserError(
-            f"run directory {directory} cannot be written ({e.strerror}): free disk space or choose "
-            "another with hydra.run.dir=..."
-        ) from None
-
-
-def saved_shapes(state_dir: Path) -> dict[str, tuple[tuple[int, ...], str]]:
-    """Path -> (shape, dtype) of every array of a saved state (``Checkpointer.state_dir``), read
-    from its metadata only; CheckpointUnreadable when that cannot be read.
-
-    The handler, not a Checkpointer: a Checkpointer's ``metadata`` logs a failed read and returns no
-    arrays, which would look like a checkpoint of another model.
-    """
-    import jax
-
-    from research.optim import param_path
-
-    state_dir = Path(state_dir).absolute()  # Orbax reads no arrays on a relative path
-    handler = _orbax().StandardCheckpointHandler()
-    try:
-        with _reading(state_dir.parent):
-            tree = handler.metadata(state_dir).tree
-    finally:
-        handler.close()
-    return {
-        param_path(p): (tuple(v.shape), str(v.dtype)) for p, v in jax.tree_util.tree_leaves_with_path(tree)
-    }
-
-
-def shape_mismatches(state_dir: Path, abstract_state: Any) -> list[str]:
-    """What differs between a checkpoint's arrays and ``abstract_state``: ``path: saved -> new``;
-    CheckpointUnreadable when the checkpoint cannot be read.
-    """
-    import jax
-
-    from research.optim import param_path
-
-    def stored(a: Any) -> tuple[tuple[int, ...], str]:
-        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):  # typed keys are stored as key data
-            a = jax.eval_shape(jax.random.key_data, a)
-        return tuple(a.shape), str(a.dtype)
-
-    saved = saved_shapes(state_dir)
-    new = {param_path(p): stored(a) for p, a in jax.tree_util.tree_leaves_with_path(abstract_state)}
-
-    def order(keys: set[str]) -> list[str]:  # model variables before optimizer statistics
-        return sorted(keys, key=lambda k: (k.startswith("opt_state"), k))
-
-    out = [
-        f"{k}: {saved[k][0]} -> {new[k][0]}" for k in order(saved.keys() & new.keys()) if saved[k] != new[k]
-    ]
-    out += [f"{k}: only in the checkpoint" for k in order(saved.keys() - new.keys())]
-    out += [f"{k}: not in the checkpoint" for k in order(new.keys() - saved.keys())]
-    return out

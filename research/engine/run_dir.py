@@ -5,15 +5,18 @@ aside rather than overwritten.
 from __future__ import annotations
 
 import atexit
+import errno
 import json
 import os
 import shutil
 import socket
+import tempfile
 import time
 from pathlib import Path
 
 from research.errors import UserError
 
+START_SPACE = 1 << 16  # bytes a run must be able to write before it starts (its config, first records)
 PREVIOUS = ("checkpoints", "metrics.jsonl", "summary.json", "plots", "eval.json")
 
 
@@ -116,3 +119,23 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # someone else's process
         return True
     return True
+
+
+def writable_or_raise(directory: Path) -> None:
+    """Fail early, with one line, when the run directory cannot be written."""
+    directory = Path(directory)
+    probe = directory
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        raise UserError(f"run directory {directory} is not writable: choose another with hydra.run.dir=...")
+    try:  # a full disk (or a read-only mount, which os.access does not see as root) fails here
+        with tempfile.TemporaryFile(dir=probe) as f:
+            f.write(b"\0" * START_SPACE)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        hint = "free disk space or choose" if e.errno == errno.ENOSPC else "choose"
+        raise UserError(
+            f"run directory {directory} cannot be written ({e.strerror}): {hint} another with hydra.run.dir=..."
+        ) from None

@@ -18,8 +18,9 @@ from research.absl_logging import absl_errors_only
 from research.data.base import Dataset
 from research.engine import feed as feeds
 from research.engine.api import Evaluator, Task
-from research.engine.checkpoint import Checkpointer, shape_mismatches
+from research.engine.checkpoint import Checkpointer
 from research.engine.evaluation import Evaluation, Outcome
+from research.engine.orbax_reads import shape_mismatches
 from research.engine.replicas import Replicas
 from research.engine.settings import TrainerConfig
 from research.engine.sharding import make_mesh, state_shardings
