@@ -136,6 +136,5 @@ def writable_or_raise(directory: Path) -> None:
             os.fsync(f.fileno())
     except OSError as e:
         hint = "free disk space or choose" if e.errno == errno.ENOSPC else "choose"
-        raise UserError(
-            f"run directory {directory} cannot be written ({e.strerror}): {hint} another with hydra.run.dir=..."
-        ) from None
+        what = f"run directory {directory} cannot be written ({e.strerror})"
+        raise UserError(f"{what}: {hint} another with hydra.run.dir=...") from None
