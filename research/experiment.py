@@ -22,18 +22,21 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from research import config as config_checks
 from research import precision
-from research.engine import cross_validation
+from research.engine import cross_validation, init_from
+from research.engine.api import Classifier
 from research.engine.evaluation import check_metric
 from research.engine.replicas import Replicas
 from research.engine.saved import SavedRun
 from research.engine.settings import TrainerConfig, total_steps
-from research.errors import ConfigError
+from research.errors import ConfigError, UserError
 from research.optim import OptimizerFactory
+from research.tasks.base import require_fields
 
 
 @dataclasses.dataclass
@@ -67,9 +70,16 @@ def build(cfg: DictConfig) -> Built:
     folds = cross_validation.plan(trainer, dataset, cfg.seed)
     steps = run_steps(trainer, dataset, folds)
     task = _make_task(cfg, dataset, steps)
+    if dataset is not None:
+        require_fields(task.fields, _task_name(cfg), dataset)
     evaluators = _extra_evaluators(cfg, task, dataset)
     check_metric(trainer.early_stopping.metric or task.metric, {**task.evaluators(), **evaluators})
     return Built(task, dataset, trainer, evaluators, steps, folds)
+
+
+def _task_name(cfg: DictConfig) -> str:
+    """What the user chose: ``task=<option>`` as composed (preflight), else the task's ``_target_``."""
+    return OmegaConf.select(cfg, "hydra.runtime.choices.task", default=None) or cfg.task._target_
 
 
 def run_steps(trainer: TrainerConfig, dataset: Any, folds: Any = None) -> int:
@@ -82,8 +92,58 @@ def run_steps(trainer: TrainerConfig, dataset: Any, folds: Any = None) -> int:
 def prepare(cfg: DictConfig) -> Built:
     """Build now (in preflight) and keep the result for the ``run`` of the same config."""
     built = build(cfg)
+    check_init_from_classes(cfg, built)
     _PREPARED[_key(cfg)] = built
     return built
+
+
+def check_init_from_classes(cfg: DictConfig, built: Built) -> None:
+    """``trainer.init_from`` onto other classes of as many: the head's shape fits, so it would load and
+    score the source run's classes under this run's names, and nothing would say so. One line naming
+    both lists, before anything is created (training only: a saved run is read as it was trained).
+    """
+    settings, dataset = built.trainer.init_from, built.dataset
+    if not settings.path or dataset is None or not isinstance(built.task, Classifier):
+        return
+    if not any(init_from.selects(settings, name) for name in init_from.HEAD):
+        return
+    source = _saved_config(settings.path)
+    before = None if source is None else _class_names(source, cfg, dataset)
+    now = list(dataset.class_names)
+    if before is None or len(before) != len(now) or before == now:
+        return  # another count: the head's shape differs and it starts fresh anyway
+    exclude = ",".join([*settings.exclude, "head"])
+    raise ConfigError(
+        f"trainer.init_from.path={settings.path} trained its head on the classes {', '.join(before)}; "
+        f"this run's are {', '.join(now)}: loaded, it would score the old classes under the new names. "
+        f"Start it fresh: trainer.init_from.exclude=[{exclude}]"
+    )
+
+
+def _saved_config(path: str) -> DictConfig | None:
+    """The saved config of the run that ``path`` is, or holds the checkpoint of (checkpoints/<step>)."""
+    path = Path(path).expanduser()
+    for folder in (path, *path.parents[:2]):
+        if (folder / ".hydra" / "config.yaml").is_file():
+            return config_checks.load_run_config(config_checks.saved_run_dir(folder))
+    return None  # no run there: the load says so when the run starts
+
+
+def _class_names(source: DictConfig, cfg: DictConfig, dataset: Any) -> list[str] | None:
+    """The class names the source run trained on: this run's when it read the same classes of the
+    same data, else its data opened again; None where that data cannot be opened here.
+    """
+    keys = ("_target_", "name", "classes")
+    if all(OmegaConf.select(source, f"data.{k}") == OmegaConf.select(cfg, f"data.{k}") for k in keys):
+        return list(dataset.class_names)
+    if OmegaConf.select(source, "data._target_") is None:
+        return None
+    try:
+        return list(instantiate(source.data, _convert_="all").class_names)
+    except (UserError, InstantiationException) as e:
+        if not isinstance(e.__cause__ if isinstance(e, InstantiationException) else e, UserError):
+            raise  # a bug, not data missing here
+        return None
 
 
 def _make_task(cfg: DictConfig, dataset: Any, steps: int) -> Any:
@@ -154,6 +214,8 @@ def run(cfg: DictConfig, run_dir: Path, wandb_group: str | None = None, on_eval:
     from research.engine import distributed
 
     distributed.initialize(cfg.get("distributed"))  # before anything touches a device
+    if _key(cfg) not in _PREPARED:  # a job of a multirun, or a caller without the CLI's preflight
+        prepare(cfg)
     built = build(cfg)
     summary = _fit(cfg, built, Path(run_dir), wandb_group, on_eval)
     if not built.trainer.cv_refit:

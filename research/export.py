@@ -26,7 +26,7 @@ USAGE = (
 LOADER = """import jax, numpy as np
 exported = jax.export.deserialize(bytearray(open("{dir}/model.stablehlo", "rb").read()))
 params = dict(np.load("{dir}/params.npz"))
-logits = exported.call(params, images)  # images: ({shape}) {dtype}, raw pixels; any batch size
+logits = exported.call(params, images)  # images: ({shape}) {dtype}, raw pixels in {range}; any batch size
 """
 
 
@@ -83,6 +83,16 @@ def export_model(task: Any, state: Any, input_shape: tuple, dtype: Any, platform
     return exported, flat
 
 
+def input_range(pixel_max: float | None, test_images: np.ndarray) -> list[float]:
+    """The raw units the model reads: [0, data.pixel_max] where the data declares its scale (the
+    transform divides by it), else the test images' min and max. The exported function includes
+    the normalisation, so an image in other units (0..255 for digits' 0..16) is silently wrong.
+    """
+    if pixel_max is not None:
+        return [0, pixel_max]
+    return [test_images.min().item(), test_images.max().item()]
+
+
 def write(out: Path, exported: Any, flat: dict, meta: dict) -> None:
     try:
         serialized = exported.serialize()
@@ -93,11 +103,14 @@ def write(out: Path, exported: Any, flat: dict, meta: dict) -> None:
     np.savez(out / "params.npz", **flat)
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     shape = ", ".join(["batch", *map(str, meta["input_shape"])])
-    loader = LOADER.format(dir=out, shape=shape, dtype=meta["input_dtype"])
+    low, high = meta["input_range"]
+    loader = LOADER.format(dir=out, shape=shape, dtype=meta["input_dtype"], range=f"[{low}, {high}]")
     (out / "README.md").write_text(
         f"# {meta['name']}, checkpoint {meta['checkpoint_step']}\n\n"
         "Logits over `meta.json`'s class names. Load in any process with jax and numpy:\n\n"
-        f"```python\n{loader}```\n"
+        f"```python\n{loader}```\n\n"
+        f"images: ({shape}) {meta['input_dtype']} raw pixels in [{low}, {high}], as the training data: "
+        "scale yours to that range (`meta.json`'s `input_range`): the model normalises them itself.\n"
     )
 
 
@@ -109,7 +122,8 @@ def export(run_dir: Path, options: dict[str, str], overrides: list[str]) -> Path
         run_dir, overrides, options["checkpoint"], replica=int(options["replica"]), check=check_classifier
     )
     dataset = opened.built.dataset
-    dtype = np.asarray(dataset.splits["test"].arrays()["image"][:1]).dtype
+    test_images = np.asarray(dataset.splits["test"].arrays()["image"])
+    dtype = test_images.dtype
     platforms = options["platforms"].split(",") if "platforms" in options else None
     exported, flat = export_model(
         opened.built.task, opened.state, tuple(dataset.input_shape), dtype, platforms
@@ -120,6 +134,7 @@ def export(run_dir: Path, options: dict[str, str], overrides: list[str]) -> Path
         "checkpoint_step": opened.step,
         "input_shape": list(dataset.input_shape),
         "input_dtype": str(dtype),
+        "input_range": input_range(opened.cfg.data.get("pixel_max"), test_images),
         "class_names": list(dataset.class_names),
         "platforms": list(exported.platforms),
     }

@@ -89,3 +89,30 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "error: replica='x' must be a seed index (0 for a run of one seed)"
     ]
+
+
+def test_meta_and_readme_state_the_raw_units_the_model_expects(tmp_path: Path) -> None:
+    """Digits pixels run 0..16: an exported model fed 0..255 scored 0.65 and nothing said why."""
+    run_dir, out = tmp_path / "run", tmp_path / "exported"
+    run_train("+experiment=digits_mlp", "+debug=fast", *TINY, f"hydra.run.dir={run_dir}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "research.export", f"run={run_dir}", f"out={out}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["input_range"] == [0, 16]  # data.pixel_max
+    readme = (out / "README.md").read_text()
+    assert f"(batch, 8, 8, 1) {meta['input_dtype']} raw pixels in [0, 16], as the training data" in readme
+    assert "scale yours to that range" in readme
+
+
+def test_without_a_declared_scale_the_range_is_the_test_images() -> None:
+    from research.export import input_range
+
+    images = np.array([[3, 200], [17, 9]], np.uint8)
+    assert input_range(None, images) == [3, 200]
+    assert input_range(255, images) == [0, 255]

@@ -133,3 +133,26 @@ def test_freeze_keeps_frozen_parameters_and_their_batch_norm_statistics_bit_iden
     assert not np.array_equal(
         after["model_state/blocks/1/norm/mean"], before["model_state/blocks/1/norm/mean"]
     )
+
+
+def test_init_from_onto_other_classes_of_as_many_is_one_line_unless_the_head_starts_fresh(
+    tmp_path: Path,
+) -> None:
+    """A head trained on digits 0-4 fits a run of 5-9 by shape: loaded, it would score the old
+    classes under the new names, and nothing said so."""
+    fast = ("+experiment=digits_mlp", "+debug=fast", *TINY)
+    source = tmp_path / "zero_to_four"
+    run_train(*fast, "data.classes=[0,1,2,3,4]", f"hydra.run.dir={source}")
+    other = (*fast, "data.classes=[5,6,7,8,9]", f"trainer.init_from.path={source}")
+    refused_dir = tmp_path / "refused"
+    refused = run_train(*other, f"hydra.run.dir={refused_dir}", check=False)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    (line,) = refused.stderr.strip().splitlines()
+    assert "the classes 0, 1, 2, 3, 4; this run's are 5, 6, 7, 8, 9" in line
+    assert line.endswith("trainer.init_from.exclude=[head]")
+    assert "Traceback" not in refused.stderr and not refused_dir.exists()
+    fresh = run_train(*other, "trainer.init_from.exclude=[head]", f"hydra.run.dir={tmp_path / 'fresh'}")
+    assert "excluded (re-initialised) 2: params/head/bias, params/head/kernel" in fresh.stdout
+    loaded = next(line for line in fresh.stdout.splitlines() if line.strip().startswith("loaded"))
+    assert "params/hidden/0/kernel" in loaded and "head" not in loaded
+    assert json.loads((tmp_path / "fresh" / "summary.json").read_text())["steps"] == 8

@@ -93,6 +93,10 @@ class Task(Protocol):
     # Regexes on the paths of model variables that training keeps as they are (optimizer.freeze):
     # ``trainer.init_from`` reports which of the loaded ones they hold fixed.
     frozen: tuple[str, ...]
+    # The batch fields that train_step and the task's evaluators read (``image``, ``label``):
+    # the build step checks them against the data's, so other names are one line before
+    # anything is created, not a KeyError inside jit. Empty: unchecked (RL reads no batch).
+    fields: tuple[str, ...]
 
     def init(self, rng: Any, batch: Batch) -> State:
         """Fresh state (params, optimizer states, rng, "step"=0) for one example batch."""

@@ -26,6 +26,10 @@ from research.engine.settings import InitFromConfig
 from research.errors import ConfigError
 from research.optim import param_path
 
+# A classifier's output layer: every model in research/models names it ``head``. Its shape fits a
+# run of as many classes whichever they are, so only the class names tell that it scores others.
+HEAD = ("params/head/kernel", "params/head/bias")
+
 
 def checkpoint_state_dir(path: str | Path) -> Path:
     """The saved state ``path`` means: a step directory's own state, or the best (else latest)
@@ -95,7 +99,7 @@ def load(
         name = param_path(key_path)
         if name.split("/", 1)[0] not in reusable or _is_key(leaf):  # RNG streams stay fresh
             return leaf
-        if not any(r.search(name) for r in inc) or any(r.search(name) for r in exc):
+        if not _chosen(name, inc, exc):
             report["excluded"].append(name)
             return leaf
         if name not in source:
@@ -116,6 +120,15 @@ def load(
     _check(report, state_dir, settings.strict)
     _print_report(report, state_dir)
     return new
+
+
+def selects(settings: InitFromConfig, name: str) -> bool:
+    """Whether the include/exclude patterns of ``settings`` choose the variable ``name`` to load."""
+    return _chosen(name, _patterns("include", settings.include), _patterns("exclude", settings.exclude))
+
+
+def _chosen(name: str, include: list[re.Pattern], exclude: list[re.Pattern]) -> bool:
+    return any(r.search(name) for r in include) and not any(r.search(name) for r in exclude)
 
 
 def _patterns(key: str, patterns: Any) -> list[re.Pattern]:

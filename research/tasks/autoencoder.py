@@ -25,7 +25,7 @@ from research.errors import ConfigError
 from research.evaluators.collect import Collect
 from research.evaluators.grids import Grids
 from research.evaluators.sums import Sums
-from research.tasks.base import Batch, Metrics, State, TaskBase
+from research.tasks.base import Batch, Metrics, State, TaskBase, require_fields
 
 LOSSES = ("mse", "bce")
 
@@ -85,6 +85,8 @@ class AutoencoderTask(TaskBase):
             raise ConfigError(
                 f"task.normal_class={normal_class} must be a label in [0, {dataset.num_classes})"
             )
+        self.fields = ("image",) if normal_class is None else ("image", "label")
+        require_fields(self.fields, "autoencoder", dataset)  # before the grid images are read
         self.model_fn, self.dataset, self.loss = model, dataset, loss
         self.noise_std, self.normal_class = float(noise_std), normal_class
         self.tx = make_optimizer(total_steps)

@@ -39,6 +39,7 @@ class ClassificationTask(SupervisedTask):
     """
 
     metric, metric_mode = "val/accuracy", "max"
+    fields = ("image", "label")
 
     def __init__(
         self,

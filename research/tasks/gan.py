@@ -74,6 +74,7 @@ class GANTask(TaskBase):
             )
         if not r1_gamma >= 0:
             raise ConfigError(f"task.r1_gamma={r1_gamma} must be >= 0 (0 turns the R1 penalty off)")
+        self.fields = ("image", "label") if conditional else ("image",)
         self.models, self.dataset, self.loss, self.r1_gamma = models, dataset, loss, float(r1_gamma)
         self.noise_dim, self.classes = int(noise_dim), (dataset.num_classes if conditional else 0)
         self.g_tx, self.d_tx = optimizers["generator"](total_steps), optimizers["discriminator"](total_steps)

@@ -23,8 +23,8 @@ from research.data.base import EVAL_WEIGHT, Dataset
 from research.engine.api import Evaluator
 from research.errors import ConfigError
 from research.evaluators.sums import Sums
-from research.tasks.base import Batch, Metrics, State
-from research.tasks.supervised import SupervisedTask, require_fields, train_arrays
+from research.tasks.base import Batch, Metrics, State, require_fields
+from research.tasks.supervised import SupervisedTask, train_arrays
 
 METRICS = ("loss", "bits_per_token", "perplexity", "accuracy")
 
@@ -56,6 +56,7 @@ class LanguageModelTask(SupervisedTask):
 
     metric, metric_mode = "val/loss", "min"
     counters = ("tokens",)
+    fields = ("tokens",)  # and "mask" where the data has one
 
     def __init__(
         self,
@@ -66,9 +67,7 @@ class LanguageModelTask(SupervisedTask):
         precision: precision_lib.Policy | None = None,
     ):
         arrays = train_arrays(dataset, "language_model")
-        require_fields(
-            arrays, ("tokens",), "language_model", dataset, "choose a text corpus (data=shakespeare_char)"
-        )
+        require_fields(self.fields, "language_model", dataset, "choose a text corpus (data=shakespeare_char)")
         if "vocab_size" not in dataset.info:
             raise ConfigError(
                 f"task=language_model needs a vocabulary; data={dataset.name} has no info.vocab_size"

@@ -28,8 +28,8 @@ from research.engine.api import Evaluator, Schedule
 from research.errors import ConfigError
 from research.evaluators.state_function import StateFunction
 from research.evaluators.sums import Sums
-from research.tasks.base import Batch, Metrics, State
-from research.tasks.supervised import SupervisedTask, require_fields, train_arrays
+from research.tasks.base import Batch, Metrics, State, require_fields
+from research.tasks.supervised import SupervisedTask, train_arrays
 
 LOSSES = ("mse", "mae", "huber")
 
@@ -76,6 +76,7 @@ class RegressionTask(SupervisedTask):
     """Trains ``model(input_shape=..., num_outputs=H, rngs=...)`` on ``loss`` of ``x`` -> ``y``."""
 
     metric, metric_mode = "val/mse", "min"
+    fields = ("x", "y")
 
     def __init__(
         self,
@@ -94,7 +95,7 @@ class RegressionTask(SupervisedTask):
                 f"task=regression needs float targets y; data={dataset.name} has classes or no input: "
                 "use task=classification or another data="
             )
-        require_fields(arrays, ("x", "y"), "regression", dataset, "choose a regression or forecasting data=")
+        require_fields(self.fields, "regression", dataset, "choose a regression or forecasting data=")
         if loss not in LOSSES:
             raise ConfigError(f"task.loss={loss!r} must be one of {', '.join(LOSSES)}")
         if huber_delta <= 0:

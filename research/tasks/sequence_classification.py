@@ -24,9 +24,9 @@ from research.data.base import EVAL_WEIGHT, Dataset
 from research.engine.api import Evaluator
 from research.errors import ConfigError
 from research.evaluators.sums import Sums
-from research.tasks.base import Batch, Metrics, State
+from research.tasks.base import Batch, Metrics, State, require_fields
 from research.tasks.classification import METRICS
-from research.tasks.supervised import SupervisedTask, require_fields, train_arrays
+from research.tasks.supervised import SupervisedTask, train_arrays
 
 
 class SequenceClassificationTask(SupervisedTask):
@@ -43,7 +43,7 @@ class SequenceClassificationTask(SupervisedTask):
         inputs: str = "tokens",
         precision: precision_lib.Policy | None = None,
     ):
-        arrays = train_arrays(dataset, "sequence_classification")
+        train_arrays(dataset, "sequence_classification")  # a dataset with a train split, or one line
         if dataset.num_classes is None or dataset.input_shape is None:
             raise ConfigError(
                 f"task=sequence_classification needs labelled sequences; data={dataset.name} has no classes"
@@ -52,7 +52,8 @@ class SequenceClassificationTask(SupervisedTask):
             "choose a text or sequence data= (imdb_reviews), or set task.inputs to the field holding "
             "the sequence"
         )
-        require_fields(arrays, (inputs, "label"), "sequence_classification", dataset, hint)
+        self.fields = (inputs, "label")  # and "mask" where the data has one
+        require_fields(self.fields, "sequence_classification", dataset, hint)
         if len(dataset.input_shape) > 2:
             raise ConfigError(
                 f"task=sequence_classification reads sequences; data={dataset.name} gives "

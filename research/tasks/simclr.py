@@ -22,7 +22,7 @@ from research.data.base import Dataset
 from research.engine.api import Evaluator
 from research.errors import ConfigError
 from research.evaluators.linear_probe import LinearProbe
-from research.tasks.base import Batch, Metrics, State, TaskBase
+from research.tasks.base import Batch, Metrics, State, TaskBase, require_fields
 
 # What the probe reads: the encoder's output, or what its last layer reads (``features()``).
 PROBE_FEATURES = ("output", "penultimate")
@@ -43,6 +43,7 @@ class SimCLRTask(TaskBase):
     """State: ``{"step", "params" ({"encoder", "head"}), "model_state", "opt_state", "rng"}``."""
 
     metric, metric_mode = "val/probe_accuracy", "max"
+    fields = ("image", "label")  # the probe reads labels
 
     def __init__(
         self,
@@ -65,6 +66,7 @@ class SimCLRTask(TaskBase):
             )
         if temperature <= 0:
             raise ConfigError(f"task.temperature={temperature} must be > 0")
+        require_fields(self.fields, "simclr", dataset)  # before the probe's examples are read
         self.model_fn, self.dataset = model, dataset
         self.feature_dim, self.projection_dim = int(feature_dim), int(projection_dim)
         self.temperature, self.noise_std = float(temperature), float(noise_std)

@@ -52,17 +52,6 @@ def train_arrays(dataset: Dataset | None, task: str) -> dict[str, Any]:
     return split.arrays() if split.in_memory else {}
 
 
-def require_fields(
-    arrays: dict[str, Any], fields: tuple[str, ...], task: str, dataset: Dataset, hint: str
-) -> None:
-    """One line naming the fields ``task`` reads that ``dataset`` lacks."""
-    missing = [f for f in fields if arrays and f not in arrays]
-    if missing:
-        raise ConfigError(
-            f"task={task} reads field(s) {missing} but data={dataset.name} gives {sorted(arrays)}: {hint}"
-        )
-
-
 class SupervisedTask(TaskBase):
     """Builds ``model(**model_kwargs, rngs=...)``; trains on ``objective(model, batch)``."""
 

@@ -25,7 +25,7 @@ from research.errors import ConfigError
 from research.evaluators.grids import Grids
 from research.evaluators.sums import Sums
 from research.tasks.autoencoder import fixed_images, split_model
-from research.tasks.base import Batch, Metrics, State, TaskBase
+from research.tasks.base import Batch, Metrics, State, TaskBase, require_fields
 
 DECODERS = ("bernoulli", "gaussian")
 NAMES = ("nelbo", "reconstruction", "kl")
@@ -53,6 +53,7 @@ class VAETask(TaskBase):
     """
 
     metric = "val/nelbo"
+    fields = ("image",)
 
     def __init__(
         self,
@@ -73,6 +74,7 @@ class VAETask(TaskBase):
             raise ConfigError(f"task.decoder={decoder!r} is not one of: {', '.join(DECODERS)}")
         if sigma <= 0 or beta < 0:
             raise ConfigError(f"task.sigma={sigma} must be > 0 and task.beta={beta} >= 0")
+        require_fields(self.fields, "vae", dataset)  # before the interpolation pairs are read
         self.model_fn, self.dataset = model, dataset
         self.decoder, self.sigma, self.beta = decoder, float(sigma), float(beta)
         self.tx = make_optimizer(total_steps)
