@@ -202,6 +202,7 @@ def preflight(argv: list[str] | None = None) -> None:
 
     from research.config import check, register_resolvers
     from research.engine.run_dir import writable_or_raise
+    from research.engine.writers import check_wandb
 
     register_resolvers()
     try:
@@ -211,6 +212,7 @@ def preflight(argv: list[str] | None = None) -> None:
                 check(cfg)
         if not multirun and (run_dir := _run_dir(cfg)) is not None:
             writable_or_raise(run_dir)
+        check_wandb(_logger_settings(cfg))  # W&B online without a login or a server: one line
         if multirun:
             from research.launch.slurm import check_launcher
             from research.sweep.space import check_sweeper
@@ -242,6 +244,14 @@ def start_attempt(run_dir: Path) -> Any:
         attempt.start()
     ATTEMPT["current"] = attempt
     return attempt
+
+
+def _logger_settings(cfg: Any) -> dict | None:
+    """``logger.wandb`` as plain settings, None with logger=none."""
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.select(cfg, "logger.wandb", default=None)
+    return OmegaConf.to_container(node, resolve=True) if node is not None else None
 
 
 def headline(task: Any) -> tuple[str, ...]:
