@@ -167,6 +167,7 @@ def fit(
     try:  # the signals are taken until the end: one during the test pass must not kill it unsaid
         state = loop.train(state)
         if loop.preempt.set:
+            loop.preempt.restore()  # before the requeue, which ignores the SIGTERM answering it
             leave_preempted(run.ckpt, loop.preempt, writers, loop.step)
         summary = loop.finish(state, start_wall)
     except TrialPruned as pruned:  # the run directory and the W&B run say so

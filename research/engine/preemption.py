@@ -84,8 +84,12 @@ class PreemptionFlag:
         return self.signal is not None or self.interrupted
 
     def restore(self) -> None:
+        """The handlers from before, once: a later call leaves what was set since (SIG_IGN while a
+        requeued Slurm job closes its records) alone.
+        """
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        self._previous = {}
 
 
 def requeue_if_slurm() -> bool:
