@@ -95,3 +95,26 @@ def test_evaluating_a_pruned_trial_says_it_was_pruned(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 2 and "a search pruned it at step 8, before any checkpoint" in proc.stderr
     assert "checkpoint.enabled=false" not in proc.stderr
+
+
+def test_a_damaged_saved_config_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_train(*RUN, f"hydra.run.dir={run_dir}")
+    (run_dir / ".hydra" / "config.yaml").write_text("trainer: [unclosed\n")
+    for command in (["-m", "research.evaluate", f"run={run_dir}"], ["-m", "research.train", *RUN,
+                                                                    f"hydra.run.dir={run_dir}"]):  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, *command], capture_output=True, text=True, cwd=ROOT, timeout=300
+        )
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+        assert f"{run_dir / '.hydra' / 'config.yaml'} cannot be read" in lines[0]
+
+
+def test_a_damaged_summary_is_one_line_naming_the_file_and_is_kept(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_train(*RUN, f"hydra.run.dir={run_dir}")
+    (run_dir / "summary.json").write_text('{"steps": 8, "test/acc')
+    proc = run_train(*RUN, f"hydra.run.dir={run_dir}", check=False)
+    assert proc.returncode == 2 and f"{run_dir / 'summary.json'} cannot be read" in proc.stderr, proc.stderr
+    assert (run_dir / "summary.json").read_text() == '{"steps": 8, "test/acc'
