@@ -196,6 +196,7 @@ def preflight(argv: list[str] | None = None) -> None:
         return
     with report_errors():
         overrides = _with_search_path(overrides, config_dirs)
+    import yaml
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -223,6 +224,12 @@ def preflight(argv: list[str] | None = None) -> None:
         fail(str(e))
     except (HydraException, OmegaConfBaseException, ValueError) as e:
         fail(_explain(e))
+    except yaml.YAMLError as e:  # a damaged YAML file of ours or of a --config-dir
+        mark = getattr(e, "problem_mark", None)
+        where = f"{mark.name}, line {mark.line + 1}" if mark else "a config file"
+        fail(
+            f"{where} is not valid YAML ({getattr(e, 'problem', None) or type(e).__name__}): fix or remove it"
+        )
     if not multirun and run_dir is not None:
         with report_errors():
             if check_rerun(cfg, run_dir) is not None:

@@ -171,3 +171,14 @@ def test_dataset_not_prepared_says_how_to_prepare_it(run_dir: Path, tmp_path: Pa
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "python -m research.data.prepare mnist" in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_damaged_yaml_in_a_config_dir_is_one_line_naming_the_file(tmp_path: Path, run_dir: Path) -> None:
+    (tmp_path / "configs" / "model").mkdir(parents=True)
+    (tmp_path / "configs" / "model" / "broken.yaml").write_text("_target_: [oops\n")
+    proc = run_train("--config-dir", str(tmp_path / "configs"), "model=broken", *TINY,
+                     f"hydra.run.dir={run_dir}", check=False, timeout=60)  # fmt: skip
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"{tmp_path / 'configs' / 'model' / 'broken.yaml'}, line 2 is not valid YAML" in lines[0]
+    assert not run_dir.exists()
