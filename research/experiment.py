@@ -92,18 +92,22 @@ def run_steps(trainer: TrainerConfig, dataset: Any, folds: Any = None) -> int:
 def prepare(cfg: DictConfig) -> Built:
     """Build now (in preflight) and keep the result for the ``run`` of the same config."""
     built = build(cfg)
-    check_init_from_classes(cfg, built)
+    check_init_from(cfg, built)
     _PREPARED[_key(cfg)] = built
     return built
 
 
-def check_init_from_classes(cfg: DictConfig, built: Built) -> None:
-    """``trainer.init_from`` onto other classes of as many: the head's shape fits, so it would load and
-    score the source run's classes under this run's names, and nothing would say so. One line naming
-    both lists, before anything is created (training only: a saved run is read as it was trained).
+def check_init_from(cfg: DictConfig, built: Built) -> None:
+    """``trainer.init_from`` names a checkpoint, and not one trained on other classes of as many (the
+    head's shape would fit, so it would load and score the source run's classes under this run's
+    names, and nothing would say so). One line, before anything is created (training only: a saved
+    run is read as it was trained).
     """
     settings, dataset = built.trainer.init_from, built.dataset
-    if not settings.path or dataset is None or not isinstance(built.task, Classifier):
+    if not settings.path:
+        return
+    init_from.checkpoint_state_dir(settings.path)  # a path with no checkpoint: one line, before Hydra
+    if dataset is None or not isinstance(built.task, Classifier):
         return
     if not any(init_from.selects(settings, name) for name in init_from.HEAD):
         return

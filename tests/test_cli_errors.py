@@ -41,6 +41,10 @@ BAD = {
         "--config-dir /nonexistent/configs: no such directory",
     ),
     "mesh larger than the devices": (["mesh=data_parallel", "mesh.data=4"], "does not fit 1 devices"),
+    "init_from a missing path": (
+        ["trainer.init_from.path=/nonexistent/run"],
+        "/nonexistent/run' does not exist",
+    ),
     "misspelt nested key added": (
         ["+trainer.checkpoint.evry=5"],
         "trainer.checkpoint.evry is not a setting: choose among enabled, every",
