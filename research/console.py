@@ -40,6 +40,7 @@ class _Tee:
     def write(self, text: str) -> int:
         self.pending += text
         *lines, self.pending = self.pending.split("\n")
+        self.pending = self.pending.rsplit("\r", 1)[-1]  # a bar redrawn all run long stays one line
         for line in lines:
             self.record.write(line.rsplit("\r", 1)[-1] + "\n")
         self.record.flush()
