@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import subprocess
@@ -14,6 +15,16 @@ from pathlib import Path
 import numpy as np
 
 from tests.conftest import ROOT, TERMINAL_TRAIN, train_cmd
+
+
+def snapshot(directory: Path) -> dict[str, str]:
+    """Every file under ``directory`` with the hash of its bytes."""
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
 
 # A run that only a signal ends: the step count a test's interrupted runs are given.
 ENDLESS = "trainer.max_steps=1000000"

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.checkpoints import latest_checkpoint, logged_steps, signal_run
+from tests.checkpoints import latest_checkpoint, logged_steps, signal_run, snapshot
 from tests.conftest import ROOT, TINY, run_train
-from tests.test_faults import needs_root, snapshot
+from tests.test_faults import needs_root
 
 DIGITS = ("+experiment=digits_mlp", "optimizer/schedule=constant", "trainer.plots=false", *TINY)
 SAVES = (*DIGITS, "trainer.eval_every=20", "trainer.checkpoint.every=20")  # checkpoints at 20, 40, ...

@@ -37,6 +37,17 @@ def cnn_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_dir
 
 
+def export(*args: str) -> subprocess.CompletedProcess:
+    """``python -m research.export <args>`` as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "research.export", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+
+
 def framework_logits(run_dir: Path, images: np.ndarray) -> np.ndarray:
     from research.experiment import open_saved
 
@@ -49,13 +60,7 @@ def test_the_exported_model_reloads_in_a_fresh_process_and_matches_for_batches_o
     cnn_run: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "exported"
-    proc = subprocess.run(
-        [sys.executable, "-m", "research.export", f"run={cnn_run}", f"out={out}"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
+    proc = export(f"run={cnn_run}", f"out={out}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     meta = json.loads((out / "meta.json").read_text())
     assert meta["input_shape"] == [8, 8, 1] and len(meta["class_names"]) == 10
@@ -79,13 +84,7 @@ def test_the_exported_model_reloads_in_a_fresh_process_and_matches_for_batches_o
 
 
 def test_bad_input_is_one_line(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "research.export", f"run={tmp_path}", "replica=x"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
+    proc = export(f"run={tmp_path}", "replica=x")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "error: replica='x' must be a seed index (0 for a run of one seed)"
     ]
@@ -95,13 +94,7 @@ def test_meta_and_readme_state_the_raw_units_the_model_expects(tmp_path: Path) -
     """Digits pixels run 0..16: an exported model fed 0..255 scored 0.65 and nothing said why."""
     run_dir, out = tmp_path / "run", tmp_path / "exported"
     run_train("+experiment=digits_mlp", "+debug=fast", *TINY, f"hydra.run.dir={run_dir}")
-    proc = subprocess.run(
-        [sys.executable, "-m", "research.export", f"run={run_dir}", f"out={out}"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
+    proc = export(f"run={run_dir}", f"out={out}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     meta = json.loads((out / "meta.json").read_text())
     assert meta["input_range"] == [0, 16]  # data.pixel_max

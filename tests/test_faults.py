@@ -6,7 +6,6 @@ that the checkpoint left behind still restores.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import subprocess
@@ -15,19 +14,10 @@ from pathlib import Path
 import pytest
 
 from research.engine.init_from import read_arrays
-from tests.checkpoints import checkpoint_steps
+from tests.checkpoints import checkpoint_steps, snapshot
 from tests.conftest import TINY, run_train
 
 FAST = ("+experiment=digits_mlp", "optimizer/schedule=constant", "trainer.eval_every=20", *TINY)
-
-
-def snapshot(directory: Path) -> dict[str, str]:
-    """Every file under ``directory`` with the hash of its bytes."""
-    return {
-        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(directory.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.fixture(scope="module")

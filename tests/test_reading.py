@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -10,18 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.checkpoints import snapshot
 from tests.conftest import ROOT, TINY, run_train
 
 RUN = ("+experiment=digits_mlp", "+debug=fast", "trainer.plots=false", *TINY)
-
-
-def digests(run_dir: Path) -> dict[str, str]:
-    """Every file of the run directory by its md5."""
-    return {
-        str(p.relative_to(run_dir)): hashlib.md5(p.read_bytes()).hexdigest()
-        for p in sorted(run_dir.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.fixture(scope="module")
@@ -33,13 +24,13 @@ def fresh_start_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_evaluating_a_resume_false_run_changes_none_of_its_files(fresh_start_run: Path) -> None:
-    before = digests(fresh_start_run)
+    before = snapshot(fresh_start_run)
     proc = subprocess.run(
         [sys.executable, "-m", "research.evaluate", f"run={fresh_start_run}"],
         capture_output=True, text=True, cwd=ROOT, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    after = digests(fresh_start_run)
+    after = snapshot(fresh_start_run)
     assert {k: after[k] for k in before} == before  # nothing moved to replaced/, nothing rewritten
     assert not (fresh_start_run / "replaced").exists()
     new = {k for k in after if k not in before}  # what evaluate is asked to write, and only that
@@ -73,7 +64,7 @@ def test_opening_a_run_reads_no_train_split(fresh_start_run: Path, monkeypatch: 
 def test_a_run_without_checkpoints_is_one_line_and_stays_as_it_was(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     run_train(*RUN, "trainer.checkpoint.enabled=false", f"hydra.run.dir={run_dir}")
-    before = digests(run_dir)
+    before = snapshot(run_dir)
     for command in ("evaluate", "export"):
         proc = subprocess.run(
             [sys.executable, "-m", f"research.{command}", f"run={run_dir}"],
@@ -81,7 +72,7 @@ def test_a_run_without_checkpoints_is_one_line_and_stays_as_it_was(tmp_path: Pat
         )  # fmt: skip
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and "has no checkpoint" in lines[0], proc.stderr
-    assert digests(run_dir) == before and not (run_dir / "checkpoints").exists()
+    assert snapshot(run_dir) == before and not (run_dir / "checkpoints").exists()
 
 
 def test_evaluating_a_pruned_trial_says_it_was_pruned(tmp_path: Path) -> None:

@@ -116,7 +116,8 @@ class SavedRun:
             state_sharding=self.shardings,
             unoptimized=self.trainer.unoptimized,
         )
-        evaluation = Evaluation(evaluators, self.dataset, self.mesh, programs, self.replicas, 1)
+        # A final pass consults no schedule: the training interval does not matter here.
+        evaluation = Evaluation(evaluators, self.dataset, self.mesh, programs, self.replicas, eval_every=1)
         return evaluation.final(state, step, split)
 
     def close(self) -> None:
