@@ -36,6 +36,55 @@ def carve_validation(num_examples: int, val_fraction: float, seed: int) -> tuple
     return np.sort(order[num_val:]), np.sort(order[:num_val])
 
 
+def carve(
+    num_examples: int,
+    *,
+    test_fraction: float,
+    val_fraction: float,
+    seed: int,
+    labels: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Sorted, disjoint {"train", "val", "test"} indices: ``test_fraction`` of all examples held
+    out as test, then ``val_fraction`` of the rest as val; a fraction of 0 carves nothing (the
+    user brings that split). With ``labels``, every class is held out in proportion (within one
+    example per split); without, a plain shuffle.
+
+    The seed is the data's ``split_seed``, never the run seed, so every run and every seed of a
+    sweep sees the same split. Unstratified, the split is the one ``arrays.random_split`` gives.
+    """
+    for key, value in (("test_fraction", test_fraction), ("val_fraction", val_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"data.{key} must be in [0, 1), got {value}")
+    num_test = round(test_fraction * num_examples)
+    num_val = round(val_fraction * (num_examples - num_test))
+    for split, fraction, count in (("test", test_fraction, num_test), ("val", val_fraction, num_val)):
+        if fraction and not count:
+            raise ConfigError(
+                f"data.{split}_fraction={fraction} of {num_examples} examples leaves the {split} split empty"
+            )
+    if num_test + num_val >= num_examples:
+        raise ConfigError(
+            f"data.test_fraction={test_fraction} and data.val_fraction={val_fraction} leave no "
+            f"training examples of {num_examples}"
+        )
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(num_examples) if labels is None else _stratified_order(np.asarray(labels), rng)
+    parts = {"test": order[:num_test], "val": order[num_test : num_test + num_val]}
+    parts["train"] = order[num_test + num_val :]
+    return {name: np.sort(parts[name]) for name in ("train", "val", "test")}
+
+
+def _stratified_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """All positions, ordered so that every prefix holds each class in proportion: each class is
+    shuffled and its i-th member of n placed at (i + 0.5) / n, ties broken at random.
+    """
+    key = np.empty(len(labels))
+    for value in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == value))
+        key[members] = (np.arange(len(members)) + 0.5) / len(members)
+    return np.lexsort((rng.random(len(labels)), key))
+
+
 class Records:
     """The chosen records of a TFDS source as {"image": uint8 array, "label": int32}: a grain source.
 
