@@ -20,6 +20,7 @@ from research.errors import ConfigError
 COMPILE_CACHE = f"{os.environ.get('XDG_CACHE_HOME', '~/.cache')}/research/jax"
 POSITIVE_INT = (lambda v: v > 0, "a positive integer")
 POSITIVE_INT_OR_NULL = (lambda v: v is None or v > 0, "a positive integer or null")
+POSITIVE_OR_NULL = (lambda v: v is None or v > 0, "a positive number or null")
 
 
 def _check(predicate: Any, requirement: str) -> dict:
@@ -101,6 +102,16 @@ class TrainerConfig:
     profile_steps: list[int] = dataclasses.field(default_factory=lambda: [16, 48])  # [start, stop)
     progress: bool = True  # tqdm bar with live loss and throughput
     plots: bool = True  # PNG learning curves and the task's images in plots/
+    # The learning curves are redrawn at an evaluation once this long has passed since they
+    # were last drawn (0: at every one; drawing takes ~0.2 s), and at the end.
+    plots_every_s: float = dataclasses.field(default=30.0, metadata=_check(lambda v: v >= 0, "a number >= 0"))
+    # Gradient, parameter and update norms per layer group at the log interval (research/watch.py).
+    health: bool = True
+    # With optimizer.ema: the weights that validation, the best checkpoint and the reading commands
+    # use; the final evaluation reports the other under <split>_<raw|ema>/.
+    eval_weights: str = dataclasses.field(
+        default="ema", metadata=_check(lambda v: v in ("ema", "raw"), "ema or raw")
+    )
     # Programs compiled without LLVM's optimisations: 2-3x quicker to compile, slower to run.
     unoptimized: list[str] = dataclasses.field(
         default_factory=lambda: ["init"],
@@ -108,6 +119,19 @@ class TrainerConfig:
             lambda v: set(v) <= {"init", "train", "eval"}, "a list of programs among init, train, eval"
         ),
     )
+
+    # Peak TFLOP/s per device for train/mfu; null = the data sheet's (flops.PEAKS), else a
+    # matmul measured once per process (the CPU).
+    peak_tflops: float | None = dataclasses.field(default=None, metadata=_check(*POSITIVE_OR_NULL))
+    # Build and compile the train and eval programs, print per-device memory, FLOPs per step
+    # and compile time, and exit without creating a run directory (research/engine/plan.py).
+    dry_run: bool = False
+    # Device memory the plan checks the run against, GB per device; null = the device's own
+    # where JAX reports it (GPUs, TPUs; a CPU reports none).
+    device_memory_gb: float | None = dataclasses.field(default=None, metadata=_check(*POSITIVE_OR_NULL))
+    # Plan for this many devices, emulated as CPU devices (jax_num_cpu_devices): the per-device
+    # memory of a sharded layout without the machines; null = the devices present.
+    dry_run_devices: int | None = dataclasses.field(default=None, metadata=_check(*POSITIVE_INT_OR_NULL))
 
     def __post_init__(self) -> None:
         validate(self, "trainer")

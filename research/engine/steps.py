@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from research.engine.api import Task
+from research.engine.flops import StepFlops, jaxpr_flops
 from research.engine.replicas import Replicas
 
 # One pool for the process: the jobs of an in-process sweep reuse its threads.
@@ -46,6 +47,9 @@ class Programs:
     waits for the slowest, not for their sum. ``trace_s`` adds up tracing and lowering to
     StableHLO (paid on every run); ``compile_s`` adds up the time the run waits for XLA
     compilation, which the persistent compilation cache skips on a second identical run.
+    ``step_flops`` counts the model FLOPs of one train step from the first train program
+    traced (``flops.py``); ``kinds`` says which program each compiled entry is (the plan
+    reads their memory).
     """
 
     def __init__(
@@ -62,6 +66,8 @@ class Programs:
         self.trace_s = 0.0
         self.compile_s = 0.0
         self._cache: dict[Any, Any] = {}
+        self.kinds: dict[Any, str] = {}
+        self.step_flops: StepFlops | None = None
         vmapped = replicas.vmapped
         # One batch per seed or fold (repeated for each grid value), or one shared by all replicas.
         x_axis = 0 if per_seed_data and replicas.data_streams > 1 else None
@@ -104,8 +110,14 @@ class Programs:
         key = (fn, str(jax.tree.map(lambda a: getattr(a, "shape", None), args[1:])))
         if key not in self._cache:
             start = time.perf_counter()
-            lowered = fn.lower(*args)
+            traced = fn.trace(*args)
+            lowered = traced.lower()
             self.trace_s += time.perf_counter() - start
+            if kind == "train" and self.step_flops is None:  # (state, data, xs): xs has a row per step
+                steps = jax.tree.leaves(args[2])[0].shape[0]
+                by_dtype = jaxpr_flops(traced.jaxpr)
+                self.step_flops = StepFlops({d: f / steps for d, f in by_dtype.items()})
+            self.kinds[key] = kind
             options = {"xla_backend_optimization_level": 0} if kind in self.unoptimized else None
             self._cache[key] = _COMPILER.submit(lowered.compile, options)
         return key
