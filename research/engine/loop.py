@@ -25,6 +25,7 @@ from research.engine.cross_validation import FoldEvaluation, FoldPlan
 from research.engine.dispatch import IndicesAhead, InFlight, queue_limit
 from research.engine.early_stopping import BestTracker
 from research.engine.evaluation import VAL, Evaluation
+from research.engine.flops import Peak, Throughput
 from research.engine.preemption import PreemptionFlag, leave_preempted
 from research.engine.profiler import ProfileWindow
 from research.engine.progress import make_progress
@@ -102,6 +103,9 @@ class Run:
             set_aside_previous(run_dir)
         self.ckpt = _checkpointer(cfg.checkpoint, run_dir, self.metric, self.mode)
         self.queue_limit = queue_limit(self.mesh, self.per_call)
+        examples = dataset.batch_size * replicas.count if dataset is not None else None
+        peak = Peak(cfg.peak_tflops, self.mesh.devices.flat[0], self.mesh.size)
+        self.throughput = Throughput(examples, peak, lambda: self.programs.step_flops)
 
     def call_len(self, step: int) -> int:
         """Steps in the call starting at ``step``: it ends on the next log/eval/save boundary."""
@@ -263,6 +267,8 @@ class Loop:
         if logs or at_end:
             record.update(self.window.means())
             record["train/steps_per_s"] = self.train_steps / max(self.train_s, 1e-9)
+            record.update(run.throughput.record(record["train/steps_per_s"]))
+            record.update({f"train/{k}": v for k, v in self.window.rates(self.train_s).items()})
             self.last_record.update(record)
         evaluated = None
         if due:
@@ -336,6 +342,7 @@ class Loop:
             **run.replicas.summary(),
             **(run.folds.summary() if run.folds else {}),
             **{k: v for k, v in self.last_record.items() if k.startswith("train/")},
+            **run.throughput.record(self.train_steps / max(self.train_s, 1e-9)),
             **self.best.metrics,
             **test.scalars,
             **{k: np.asarray(v).tolist() for k, v in test.arrays.items()},
