@@ -63,6 +63,10 @@ def _explain(error: Exception) -> str:
             else f"no config '{name}' in group '{group}'"
         )
         return what + (f": choose one of {names}" if names else "")
+    if m := re.search(r"Could not load '([^/']+)/([^']+)'", text):  # a list of options: logger=[a,b]
+        group, name = m.group(1), m.group(2)
+        names = ", ".join(sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")))
+        return f"no config '{name}' in group '{group}'" + (f": choose from {names}" if names else "")
     if "Could not find" in text and "experiment" in text:
         return text.splitlines()[0]
     return text.splitlines()[0] if text else type(error).__name__
@@ -203,6 +207,7 @@ def preflight(argv: list[str] | None = None) -> None:
 
     from research.config import check, register_resolvers
     from research.engine.run_dir import writable_or_raise
+    from research.engine.tensorboard import check_tensorboard
     from research.engine.writers import check_wandb
 
     register_resolvers()
@@ -214,6 +219,7 @@ def preflight(argv: list[str] | None = None) -> None:
         if not multirun and (run_dir := _run_dir(cfg)) is not None:
             writable_or_raise(run_dir)
         check_wandb(_logger_settings(cfg))  # W&B online without a login or a server: one line
+        check_tensorboard(_logger_settings(cfg, "tensorboard"))  # a bad setting, no tensorboardX
         if multirun:
             from research.launch.slurm import check_launcher
             from research.sweep.space import check_sweeper
@@ -253,11 +259,11 @@ def start_attempt(run_dir: Path) -> Any:
     return attempt
 
 
-def _logger_settings(cfg: Any) -> dict | None:
-    """``logger.wandb`` as plain settings, None with logger=none."""
+def _logger_settings(cfg: Any, logger: str = "wandb") -> dict | None:
+    """``logger.<logger>`` as plain settings, None when that logger is off."""
     from omegaconf import OmegaConf
 
-    node = OmegaConf.select(cfg, "logger.wandb", default=None)
+    node = OmegaConf.select(cfg, f"logger.{logger}", default=None)
     return OmegaConf.to_container(node, resolve=True) if node is not None else None
 
 

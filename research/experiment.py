@@ -252,10 +252,12 @@ def _fit(cfg: DictConfig, built: Built, run_dir: Path, wandb_group: str | None, 
     import jax
 
     from research.engine.loop import fit
+    from research.engine.tensorboard import make_tensorboard
     from research.engine.writers import WandbWriter, Writers
 
     config_dict = OmegaConf.to_container(cfg, resolve=True)
     wandb_cfg = (cfg.get("logger") or {}).get("wandb")
+    tensorboard_cfg = (cfg.get("logger") or {}).get("tensorboard")
     primary = jax.process_index() == 0
 
     def writers_factory(resume_step: int | None, wandb_id: str | None) -> Writers:
@@ -264,7 +266,12 @@ def _fit(cfg: DictConfig, built: Built, run_dir: Path, wandb_group: str | None, 
             settings = OmegaConf.to_container(wandb_cfg, resolve=True)
             settings["group"] = settings.get("group") or wandb_group
             wandb = WandbWriter(settings, run_dir, cfg.name, config_dict, cfg.get("tags") or [], wandb_id)
-        return Writers(run_dir, primary, resume_step, wandb)
+        tensorboard = None
+        if tensorboard_cfg and primary:
+            settings = OmegaConf.to_container(tensorboard_cfg, resolve=True)
+            labels = replicas_of(cfg).labels()  # tensorboard/<label>/ per seed or fold
+            tensorboard = make_tensorboard(run_dir, settings, config_dict, labels, resume_step)
+        return Writers(run_dir, primary, resume_step, wandb, tensorboard)
 
     return fit(
         built.task,

@@ -134,6 +134,18 @@ class Replicas:
             is_leaf=lambda s: isinstance(s, ReplicaScaleState),
         )
 
+    def labels(self) -> list[str]:
+        """A name for each replica, in the order of the per-replica metric lists (none for one)."""
+        if self.folds > 1:
+            return [f"fold_{i}" for i in range(self.folds)]
+        if not self.vmapped:
+            return []
+        seeds = [f"seed_{s}" for s in range(self.num_seeds)]
+        if self.key is None:
+            return seeds
+        name = self.key.rsplit(".", 1)[-1]
+        return [f"{name}_{v:g}_{s}" for v in self.values for s in seeds]
+
     def summary(self) -> dict[str, list]:
         """Which replica is which, next to the per-replica metric lists of the summary."""
         if self.folds > 1:

@@ -17,7 +17,7 @@ from pathlib import Path
 from research.errors import UserError
 
 START_SPACE = 1 << 16  # bytes a run must be able to write before it starts (its config, first records)
-PREVIOUS = ("checkpoints", "metrics.jsonl", "summary.json", "plots", "eval.json")
+PREVIOUS = ("checkpoints", "metrics.jsonl", "summary.json", "plots", "eval.json", "tensorboard")
 
 
 def set_aside_previous(run_dir: Path, names: tuple[str, ...] = PREVIOUS, why: str = "") -> Path | None:

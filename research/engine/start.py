@@ -11,7 +11,7 @@ import jax
 from research.engine import init_from
 from research.engine.run_dir import set_aside_previous
 
-RECORDS = ("metrics.jsonl", "plots", "eval.json")  # what a fresh start would otherwise append to
+RECORDS = ("metrics.jsonl", "plots", "eval.json", "tensorboard")  # what a fresh start would otherwise append to
 
 
 def start_state(run: Any) -> tuple[Any, dict, bool]:

@@ -1,4 +1,5 @@
-"""Where metrics go: a local JSONL record that never depends on the network, and W&B.
+"""Where metrics go: a local JSONL record that never depends on the network, W&B, and
+TensorBoard event files (``tensorboard.py``), each fed the same records.
 
 Only process 0 writes. ``metrics.jsonl`` is line-buffered, so a killed run keeps
 every line it logged; on resume the lines past the restored step are dropped so
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from research.engine.tensorboard import TensorboardWriter
 from research.errors import UserError
 
 
@@ -211,15 +213,25 @@ class WandbWriter:
 
 
 class Writers:
-    """Fan-out to the JSONL record and, when configured, W&B. A no-op on processes other than 0."""
+    """Fan-out to the JSONL record and, when configured, W&B and TensorBoard. A no-op on
+    processes other than 0.
+    """
 
-    def __init__(self, run_dir: Path, active: bool, resume_step: int | None, wandb: WandbWriter | None):
+    def __init__(
+        self,
+        run_dir: Path,
+        active: bool,
+        resume_step: int | None,
+        wandb: WandbWriter | None,
+        tensorboard: TensorboardWriter | None = None,
+    ):
         self.run_dir = Path(run_dir)
         self.active = active
         if active:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         self.jsonl = JsonlWriter(self.run_dir / "metrics.jsonl", resume_step) if active else None
         self.wandb = wandb if active else None
+        self.tensorboard = tensorboard if active else None
         self.history: list[dict] = []
 
     def write(self, step: int, metrics: dict) -> None:
@@ -229,9 +241,11 @@ class Writers:
         self.jsonl.write(step, metrics)
         if self.wandb:
             self.wandb.write(step, metrics)
+        if self.tensorboard:
+            self.tensorboard.write(step, metrics)
 
     def images(self, step: int, images: dict[str, np.ndarray], final: bool) -> dict[str, Path]:
-        """PNGs in plots/ and W&B. ``<prefix>/<name>`` is ``plots/<name>.png`` at the end of the
+        """PNGs in plots/, W&B and TensorBoard. ``<prefix>/<name>`` is ``plots/<name>.png`` at the end of the
         run, and ``plots/<prefix>_<name>/<step>.png`` at each evaluation during training.
         """
         if not self.active or not images:
@@ -245,6 +259,8 @@ class Writers:
             paths[key] = path
         if self.wandb:
             self.wandb.images(step, images)
+        if self.tensorboard:
+            self.tensorboard.images(step, images)
         return paths
 
     def summary(self, summary: dict, images: dict[str, Path]) -> None:
@@ -253,9 +269,13 @@ class Writers:
         write_summary(self.run_dir, summary)
         if self.wandb:
             self.wandb.summary(summary, images)
+        if self.tensorboard and "steps" in summary:
+            self.tensorboard.summary(int(summary["steps"]), summary)
 
     def close(self) -> None:
         if self.jsonl:
             self.jsonl.close()
         if self.wandb:
             self.wandb.close()
+        if self.tensorboard:
+            self.tensorboard.close()
