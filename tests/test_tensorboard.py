@@ -140,6 +140,8 @@ def test_cutting_back_drops_later_steps_the_final_pass_and_a_torn_record(tmp_pat
     writer = TensorboardWriter(tmp_path, {"flush_secs": 1}, {"name": "x"}, [], None)
     for step in (1, 2, 3):
         writer.write(step, {"train/loss": float(step)})
+    health = {"train/grad_norm": 1.0, "train/grad_norm/dense_0": 0.5, "train/grad_norm/dense_1": 2.0}
+    writer.write(2, health)
     writer.images(3, {"test/grid": np.zeros((4, 4, 3))})
     writer.summary(3, {"steps": 3, "test/accuracy": 0.5, "test/confusion": [[1, 0], [0, 1]]})
     writer.close()
@@ -149,7 +151,12 @@ def test_cutting_back_drops_later_steps_the_final_pass_and_a_torn_record(tmp_pat
     kept = cut_events(tmp_path, 2)
     assert "config/text_summary" in kept and "test/accuracy" not in kept
     events = _read(tmp_path)
-    assert _scalars(events) == {"train/loss": [(1, 1.0), (2, 2.0)]}
+    assert _scalars(events) == {
+        "train/loss": [(1, 1.0), (2, 2.0)],
+        **{k: [(2, v)] for k, v in health.items()},
+    }
+    (spread,) = events.Histograms("train/grad_norm/groups")  # the layer groups' grad norms
+    assert spread.step == 2 and (spread.histogram_value.min, spread.histogram_value.max) == (0.5, 2.0)
     assert events.Tags()["images"] == []
 
 

@@ -4,8 +4,10 @@ tensorboardX writes them (no TensorFlow). The loop's thread only queues a record
 thread turns it into summaries, so writing never holds up the next train call.
 
     <run dir>/tensorboard/             every scalar of the records at its step, the task's images,
-                                       histograms of the records' other number lists, the config
-                                       as text and the run's hyperparameters (HParams view)
+                                       histograms (a record's other number lists; the spread of
+                                       per-group values such as the health signals' layer groups,
+                                       ``<name>/groups``), the config as text and the run's
+                                       hyperparameters (HParams view)
     <run dir>/tensorboard/seed_<i>/    a replica run's ``<metric>_per_seed`` (``_per_fold``: fold_<i>)
                                        values under ``<metric>``: the replicas overlay on one chart
 
@@ -197,6 +199,8 @@ class TensorboardWriter:
     def _record(self, step: int, metrics: dict) -> None:
         for key, value in metrics.items():
             self._value(key, value, step)
+        for key, values in group_spreads(metrics).items():
+            self._writer().add_histogram(key, values, step)
 
     def _value(self, key: str, value: Any, step: int) -> None:
         array = np.asarray(value)
@@ -226,6 +230,19 @@ class TensorboardWriter:
         self._record(step, final)
         _, _, end = hparams({}, {})
         self._writer().file_writer.add_summary(end, step)
+
+
+def group_spreads(metrics: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """``<name>/groups``: the values of ``<name>/<group>`` beside a scalar ``<name>`` (the health
+    signals per layer group, engine/health.py), as one histogram per record: how they spread.
+    """
+    out: dict[str, list[float]] = {}
+    for key, value in metrics.items():
+        base, _, group = key.rpartition("/")
+        if base in metrics and np.ndim(metrics[base]) == 0 and np.ndim(value) == 0 and group:
+            if not any(group.endswith(s) for s in ("_std", *REPLICA_SUFFIXES)):
+                out.setdefault(f"{base}/groups", []).append(float(value))
+    return {k: np.asarray(v) for k, v in out.items() if len(v) > 1 and np.isfinite(v).all()}
 
 
 def _replica_key(key: str) -> tuple[str, bool]:
