@@ -159,14 +159,17 @@ def _make_task(cfg: DictConfig, dataset: Any, steps: int) -> Any:
     policy = precision.Policy(**(OmegaConf.to_container(cfg.precision) if cfg.get("precision") else {}))
     replicas = replicas_of(cfg)
     kwargs: dict[str, Any] = {"total_steps": steps, "dataset": dataset}
+    health = cfg.trainer.log_every if cfg.trainer.get("health", True) else None  # research/watch.py
     if cfg.get("model"):
         kwargs["model"] = policy.model_factory(instantiate(cfg.model, _partial_=True, _convert_="all"))
     if cfg.get("optimizer"):
-        kwargs["make_optimizer"] = replicas.optimizer(OptimizerFactory(_plain(cfg.optimizer)))
+        kwargs["make_optimizer"] = replicas.optimizer(OptimizerFactory(_plain(cfg.optimizer), health))
     if models is not None:
         kwargs["models"] = {n: instantiate(m, _partial_=True, _convert_="all") for n, m in models.items()}
     if optimizers is not None:
-        kwargs["optimizers"] = {n: replicas.optimizer(OptimizerFactory(o)) for n, o in optimizers.items()}
+        kwargs["optimizers"] = {
+            n: replicas.optimizer(OptimizerFactory(o, health)) for n, o in optimizers.items()
+        }
     if cfg.get("env"):
         from research.envs import make as make_env
 

@@ -16,6 +16,9 @@ framework keys below, which wrap it in an optax chain:
 - ``freeze``: regexes searched in parameter paths such as ``hidden/0/kernel``; matched
   parameters get zero updates (``optax.partition`` with ``optax.set_to_zero``), and tasks
   keep the matching batch-norm statistics too (``keep_frozen``), e.g. for transfer learning.
+- ``ema``: ``{decay, debias}``, a Polyak average of the weights kept in the optimizer state
+  (research/ema.py); evaluation, the best checkpoint and the reading commands use it
+  (``trainer.eval_weights``). Null, or a null ``decay``: none.
 - ``groups``: named parameter groups, each ``{params: regex, lr_scale, learning_rate,
   schedule, unfreeze_at}`` with any but ``params`` left out. The first group whose regex a
   path matches owns it (frozen paths stay frozen); paths no group matches keep the top-level
@@ -41,11 +44,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from research import targets
+from research import ema, targets, watch
 from research.errors import ConfigError
 
 FRAMEWORK_KEYS = (
-    "learning_rate", "schedule", "clip_norm", "l1", "l2", "accumulate_steps", "freeze", "groups"
+    "learning_rate", "schedule", "clip_norm", "l1", "l2", "accumulate_steps", "freeze", "groups", "ema"
 )  # fmt: skip
 GROUP_KEYS = ("params", "lr_scale", "learning_rate", "schedule", "unfreeze_at")
 # Schedule keys where null = the whole run.
@@ -95,11 +98,14 @@ def multistep_schedule(
     return optax.piecewise_constant_schedule(init_value, boundaries)
 
 
-def make_optimizer(cfg: Mapping[str, Any], total_updates: int) -> optax.GradientTransformation:
+def make_optimizer(
+    cfg: Mapping[str, Any], total_updates: int, health_every: int | None = None
+) -> optax.GradientTransformation:
     """The optax transformation that ``cfg`` describes, for a run of ``total_updates`` calls to update.
 
     With ``accumulate_steps=k`` only every k-th call changes the parameters, so the
-    schedule spans ``total_updates // k`` real updates.
+    schedule spans ``total_updates // k`` real updates. ``health_every``: keep the
+    training-health signals (research/watch.py), parameter norms every that many updates.
     """
     cfg = _plain(cfg)
     if "_target_" not in cfg:
@@ -117,6 +123,11 @@ def make_optimizer(cfg: Mapping[str, Any], total_updates: int) -> optax.Gradient
     if len(transforms) > 1:
         rules = {name: group["params"] for name, group in groups.items()}
         tx = optax.partition(transforms, path_labels(freeze, rules))
+    average = ema.from_config(cfg.get("ema"))
+    if average is not None:  # inside the accumulation: one average per real update
+        tx = optax.chain(tx, average)
+    if health_every:
+        tx = watch.watched(tx, max(health_every // accumulate, 1))
     if accumulate > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=accumulate).gradient_transformation()
     return tx
@@ -204,14 +215,16 @@ def _group_config(cfg: dict[str, Any], name: str, group: dict[str, Any]) -> dict
 
 
 class OptimizerFactory:
-    """``make_optimizer(cfg, total_updates)`` bound to its config; tasks read ``freeze`` from it."""
+    """``make_optimizer(cfg, total_updates)`` bound to its config and the health signals' interval
+    (the trainer's ``log_every``; None: off); tasks read ``freeze`` from it."""
 
-    def __init__(self, cfg: Mapping[str, Any]):
+    def __init__(self, cfg: Mapping[str, Any], health_every: int | None = None):
         self.cfg = _plain(cfg)
         self.freeze = list(self.cfg.get("freeze") or [])
+        self.health_every = health_every
 
     def __call__(self, total_updates: int) -> optax.GradientTransformation:
-        return make_optimizer(self.cfg, total_updates)
+        return make_optimizer(self.cfg, total_updates, self.health_every)
 
 
 def keep_frozen(new: Any, old: Any, patterns: Sequence[str]) -> Any:

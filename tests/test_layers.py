@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "research"
 # Floors from the ground up; a module sits on the floor of its longest matching prefix.
 FLOORS: list[tuple[str, ...]] = [
     ("errors", "absl_logging", "paths", "images", "console"),  # what everything may use
-    ("metrics", "precision", "targets", "models", "envs", "data", "optim"),  # the parts
+    ("metrics", "precision", "targets", "models", "envs", "data", "optim", "ema", "watch"),  # the parts
     ("engine",),  # the loop, checkpoints, records: knows no task
     ("tasks", "evaluators"),  # what is learned and how it is measured
     ("config", "experiment", "rerun"),  # the build: where config meets code

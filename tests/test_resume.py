@@ -112,10 +112,12 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(run_dir: Path) -> None:
     )
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    # Step 41's loss is computed with the good parameters; its 1e30-sized update breaks step 42.
+    # Step 41's loss is computed with the good parameters; its 1e30-sized update breaks step 42,
+    # whose gradients are the first non-finite ones, in every layer group (research/watch.py).
     assert lines == [
-        "error: loss became nan at step 42; the last good checkpoint (step 40) is kept: "
-        "lower optimizer.learning_rate or set optimizer.clip_norm"
+        "error: loss became nan at step 42; the last good checkpoint (step 40) is kept; the gradient "
+        "of head, hidden first went non-finite at update 42: lower optimizer.learning_rate or set "
+        "optimizer.clip_norm"
     ], proc.stderr
     assert latest_checkpoint(run_dir) == 40
     after = final_state(run_dir)

@@ -90,6 +90,10 @@ class Task(Protocol):
     # what ``num_params`` counts (``trainable``), and what inference restores.
     reusable: tuple[str, ...]
     trainable: tuple[str, ...]
+    # (model key, optimizer-state key) pairs: which optimizer state updates which model variables.
+    # The engine finds there the weight average (optimizer.ema, evaluated in the model's place) and
+    # the training-health signals (research/ema.py, research/watch.py).
+    optimized: tuple[tuple[str, str], ...]
     # Regexes on the paths of model variables that training keeps as they are (optimizer.freeze):
     # ``trainer.init_from`` reports which of the loaded ones they hold fixed.
     frozen: tuple[str, ...]

@@ -4,6 +4,10 @@ The engine knows an evaluator only by its schedule and whether it reads a split.
 Evaluators that read data get the split's padded batches and weights (on device
 once, shared by all of them); their metrics are prefixed with the split (``val/``,
 ``test/``). Evaluators that read none (RL rollouts) keep their own prefix.
+
+With a weight average (``optimizer.ema``) the evaluators see the weights ``weights`` names
+(``trainer.eval_weights``) in the model's place (``averaging.py``); the final pass reports
+the other weights too, under ``<prefix>_<raw|ema>/`` (``test_raw/accuracy``).
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from typing import Any
 import jax
 import numpy as np
 
+from research import statistics
 from research.data.base import Dataset
+from research.engine import averaging
 from research.engine import feed as feeds
 from research.engine.api import Evaluator
 from research.engine.replicas import Replicas
@@ -74,12 +80,15 @@ class Outcome:
 
 
 def scalar_record(key: str, value: np.ndarray, replica: str = "seed") -> dict:
-    """A scalar as it is recorded; with several replicas (seeds, folds) their mean, std and values."""
+    """A scalar as it is recorded; with several replicas (seeds, folds) their mean, sample std
+    (``research.statistics.std``, the spread everywhere) and values.
+    """
     if value.ndim == 0:
         return {key: value.item()}
+    spread = statistics.std(value)
     return {
         key: float(value.mean()),
-        f"{key}_std": float(value.std()),
+        **({f"{key}_std": spread} if spread is not None else {}),
         f"{key}_per_{replica}": value.tolist(),
     }
 
@@ -108,8 +117,13 @@ class Evaluation:
         programs: Programs,
         replicas: Replicas,
         eval_every: int,
+        weights: str = averaging.EMA,
+        in_front: bool = False,
     ):
+        """``weights``: which weights to evaluate when the state holds an average; ``in_front``:
+        the states handed in hold them in the model's place already (a saved run's, read)."""
         self.evaluators, self.eval_every = evaluators, eval_every
+        self.weights, self.in_front = weights, in_front
         self.ctx = EvalContext(programs, replicas)
         needs_data = any(e.needs_data for e in evaluators.values())
         if needs_data and dataset is None:
@@ -141,12 +155,29 @@ class Evaluation:
     def run(self, state: Any, step: int, names: list[str], split: str) -> Outcome:
         """The named evaluators on ``split`` (val during training, test at the end)."""
         self.ctx.final = split == TEST
-        return self._pass(state, step, names, split)
+        return self._pass(self._front(state), step, names, split)
 
     def final(self, state: Any, step: int, split: str = TEST) -> Outcome:
-        """Every evaluator scheduled for the end, with its end-of-run reports, on ``split``."""
+        """Every evaluator scheduled for the end, with its end-of-run reports, on ``split``; with a
+        weight average, also on the other weights, its metrics and images under ``<prefix>_<other>/``.
+        """
         self.ctx.final = True
-        return self._pass(state, step, self.final_names(), split)
+        state = self._front(state)
+        outcome = self._pass(state, step, self.final_names(), split)
+        task = self.ctx.programs.task
+        if averaging.averaged(task, state):
+            self.ctx.final = True
+            tag = averaging.other(self.weights)
+            also = self._pass(averaging.exchange(task, state), step, self.final_names(), split)
+            outcome.scalars.update(_tagged(also.scalars, tag))
+            outcome.arrays.update(_tagged(also.arrays, tag))
+            outcome.images.update(_tagged(also.images, tag))
+        return outcome
+
+    def _front(self, state: Any) -> Any:
+        if self.in_front:
+            return state
+        return averaging.in_front(self.ctx.programs.task, state, self.weights)
 
     def _pass(self, state: Any, step: int, names: list[str], split: str) -> Outcome:
         outcome = Outcome()
@@ -170,3 +201,12 @@ class Evaluation:
         if not e.needs_data:
             return [None]
         return [VAL, TEST] if e.schedule.final else [VAL]
+
+
+def _tagged(values: dict, tag: str) -> dict:
+    """``test/accuracy`` -> ``test_<tag>/accuracy``: another pass's metrics beside the main ones."""
+    out = {}
+    for key, value in values.items():
+        head, _, rest = key.partition("/")
+        out[f"{head}_{tag}/{rest}" if rest else f"{key}_{tag}"] = value
+    return out

@@ -26,6 +26,7 @@ from research.engine.dispatch import IndicesAhead, InFlight, queue_limit
 from research.engine.early_stopping import BestTracker
 from research.engine.evaluation import VAL, Evaluation
 from research.engine.flops import Peak, Throughput
+from research.engine.health import blame, signals
 from research.engine.preemption import PreemptionFlag, leave_preempted
 from research.engine.profiler import ProfileWindow
 from research.engine.progress import make_progress
@@ -95,6 +96,7 @@ class Run:
             self.evaluation = FoldEvaluation(folds, abstract, mesh_sizes.get("rules"), *evaluation)
         else:
             self.evaluation = Evaluation(*evaluation)
+        self.evaluation.weights = cfg.eval_weights  # with optimizer.ema: which weights to evaluate
         stop = cfg.early_stopping
         self.metric = self.evaluation.recorded(stop.metric or task.metric)
         self.mode = stop.mode or task.metric_mode
@@ -216,7 +218,7 @@ class Loop:
                 profile.before(self.step, n)
                 state = self._call(state, n)
                 if profile.active:  # the trace holds whole calls
-                    self._read()
+                    self._read(state)
                 profile.after(self.step)
                 state = self._boundary(state, n)
                 progress.update(self.step, n, self.window.postfix(self.train_steps / max(self.train_s, 1e-9)))
@@ -239,11 +241,12 @@ class Loop:
         if self.step < run.steps:  # host work while the device runs this call
             self.ahead.make(self.step, run.call_len(self.step))
         if self.in_flight.full():
-            self._read()
+            self._read(state)
         return state
 
-    def _read(self) -> None:
-        """Wait for the calls in flight and take in their metrics: the host sync."""
+    def _read(self, state: Any) -> None:
+        """Wait for the calls in flight and take in their metrics: the host sync. A non-finite
+        metric stops the run, naming where the state's gradients first went non-finite."""
         run = self.run
         if not self.in_flight.calls:
             return
@@ -251,7 +254,7 @@ class Loop:
         compiled = run.programs.trace_s + run.programs.compile_s - self.compiled_before
         self.train_s += time.perf_counter() - self.started - compiled
         for step, n, metrics in calls:
-            check_finite(metrics, run.task.finite, step, run.ckpt)
+            check_finite(metrics, run.task.finite, step, run.ckpt, lambda: blame(run.task, state))
             self.train_steps += n
             self.window.add(metrics, n)
 
@@ -263,10 +266,11 @@ class Loop:
         logs = step // run.cfg.log_every > (step - n) // run.cfg.log_every or step % run.eval_every == 0
         due = run.evaluation.due(step, at_end)
         if logs or due or at_end or self.preempt.set:
-            self._read()
+            self._read(state)
         if logs or at_end:
             record.update(self.window.means())
             record["train/steps_per_s"] = self.train_steps / max(self.train_s, 1e-9)
+            record.update(signals(run.task, state))  # gradient, parameter, update norms
             record.update(run.throughput.record(record["train/steps_per_s"]))
             record.update({f"train/{k}": v for k, v in self.window.rates(self.train_s).items()})
             self.last_record.update(record)
@@ -287,7 +291,7 @@ class Loop:
             self.on_eval(step, evaluated)
         finishing = (at_end or self.stopped_early) and not self.preempt.set
         if run.ckpt and run.save_policy.due(step, finishing or self.preempt.set):
-            self._read()  # a state is saved only once its steps' metrics are checked
+            self._read(state)  # a state is saved only once its steps' metrics are checked
             self.save(state, step, evaluated)
         return state
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,11 @@ class TrainWindow:
         return {**shown, "steps_per_s": f"{steps_per_s:.0f}"}
 
 
-def check_finite(metrics: dict, names: tuple[str, ...], step: int, ckpt: Any) -> None:
-    """Stop with the step, the value and the last good checkpoint when a watched metric is NaN/Inf."""
+def check_finite(
+    metrics: dict, names: tuple[str, ...], step: int, ckpt: Any, blame: Callable[[], str] | None = None
+) -> None:
+    """Stop with the step, the value and the last good checkpoint when a watched metric is NaN/Inf;
+    ``blame()`` adds where the gradients first went non-finite (engine/health.py)."""
     for name in names:
         if name not in metrics:
             continue
@@ -68,7 +72,8 @@ def check_finite(metrics: dict, names: tuple[str, ...], step: int, ckpt: Any) ->
                 else "; no checkpoint yet"
             )
         raise NonFiniteLossError(
-            f"{name} became {values[bad][0][0]} at step {at}{kept}: lower optimizer.learning_rate "
+            f"{name} became {values[bad][0][0]} at step {at}{kept}{blame() if blame else ''}: "
+            "lower optimizer.learning_rate "
             "or set optimizer.clip_norm"
         )
 

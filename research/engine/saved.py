@@ -4,6 +4,9 @@ Reading never writes. The layout (mesh, state shapes and shardings) is rebuilt f
 task and the val/test split, so the train split is never read or placed on a device,
 and the checkpoint directory is opened read-only: nothing of the run directory changes,
 whatever its saved settings say (``trainer.resume=false`` belongs to training alone).
+A restored state holds the weights ``trainer.eval_weights`` names in the model's place (the
+weight average, when the run kept one: ``averaging.py``), so every reader uses what the
+run's own evaluation used.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import jax
 
 from research.absl_logging import absl_errors_only
 from research.data.base import Dataset
+from research.engine import averaging
 from research.engine import feed as feeds
 from research.engine.api import Evaluator, Task
 from research.engine.checkpoint import Checkpointer
@@ -84,7 +88,8 @@ class SavedRun:
         return "its training has saved none yet"
 
     def restore(self, step: int) -> Any:
-        """The state of checkpoint ``step`` (replicas stacked), or one line saying what does not fit."""
+        """The state of checkpoint ``step`` (replicas stacked) with the evaluated weights in the model's
+        place, or one line saying what does not fit."""
         state_dir = self.ckpt.state_dir(step)
         mismatched = shape_mismatches(state_dir, self.target)
         if mismatched:
@@ -93,7 +98,7 @@ class SavedRun:
                 "the data must have the run's input shape and number of classes (check data=...)"
             )
         state, _ = self.ckpt.restore(step, self.target)
-        return state
+        return averaging.in_front(self.task, state, self.trainer.eval_weights)
 
     def replica(self, state: Any, index: int) -> Any:
         """Replica ``index`` of a state with several (trainer.num_seeds, a grid); a single run as is."""
@@ -117,7 +122,10 @@ class SavedRun:
             unoptimized=self.trainer.unoptimized,
         )
         # A final pass consults no schedule: the training interval does not matter here.
-        evaluation = Evaluation(evaluators, self.dataset, self.mesh, programs, self.replicas, eval_every=1)
+        evaluation = Evaluation(
+            evaluators, self.dataset, self.mesh, programs, self.replicas, eval_every=1,
+            weights=self.trainer.eval_weights, in_front=True,
+        )  # fmt: skip
         return evaluation.final(state, step, split)
 
     def close(self) -> None:

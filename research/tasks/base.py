@@ -29,6 +29,7 @@ class TaskBase:
     counters: tuple[str, ...] = ()
     reusable: tuple[str, ...] = ("params", "model_state")
     trainable: tuple[str, ...] = ("params",)
+    optimized: tuple[tuple[str, str], ...] = (("params", "opt_state"),)
     frozen: tuple[str, ...] = ()
     fields: tuple[str, ...] = ()  # none declared: unchecked
 

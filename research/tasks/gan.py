@@ -51,6 +51,7 @@ class GANTask(TaskBase):
     metric, metric_mode = "eval/step", "max"
     finite = ("d_loss", "g_loss")
     reusable = trainable = ("generator", "discriminator")
+    optimized = (("generator", "g_opt_state"), ("discriminator", "d_opt_state"))
 
     def __init__(
         self,

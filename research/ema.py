@@ -1,0 +1,93 @@
+"""Polyak (exponential moving) averages of the weights, kept in the optimizer state.
+
+``optimizer.ema: {decay, debias}`` chains :func:`average_params` after the optimizer, so every
+task that updates its model with its optimizer keeps an average with no code of its own: the
+average lives in the optimizer state, is updated inside the compiled step, checkpointed and
+resumed with the rest of the state, and split over a mesh by the same rules as the
+parameters (their paths end alike: ``opt_state/.../ema/hidden/0/kernel``).
+
+Each update mixes in the weights it *starts from*: after update t the average covers the
+weights w_0 .. w_{t-1}. Averaging what the update returned instead would miss the factors
+chained after it (a learning-rate grid's per-replica scale, ``engine/replicas.py``); one
+update late is immaterial at the decays that averaging is for (0.99 and up), and the
+average is exactly reproducible by hand (``tests/test_ema.py``).
+
+``debias`` is the warm-up: the decay of update t is 1 - (1 - decay) / (1 - decay^t), Adam's
+bias correction applied to the running value, so the average is the decay-weighted mean of
+the weights seen so far rather than being pinned to the initial weights for ~1/(1 - decay)
+updates (Kauldron's ``ema_params(debias=True)``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from research.errors import ConfigError
+
+KEYS = ("decay", "debias")
+
+
+class EmaState(NamedTuple):
+    count: jax.Array  # updates averaged so far
+    ema: Any  # the average, shaped like the parameters
+
+
+def average_params(decay: float, debias: bool = True) -> optax.GradientTransformation:
+    """Keep an exponential moving average of the parameters; pass the updates through unchanged."""
+
+    def init(params: Any) -> EmaState:
+        return EmaState(jnp.zeros((), jnp.int32), jax.tree.map(jnp.array, params))
+
+    def update(updates: Any, state: EmaState, params: Any = None) -> tuple[Any, EmaState]:
+        if params is None:
+            raise ValueError("optimizer.ema needs the parameters: call tx.update(grads, state, params)")
+        count = state.count + 1
+        rate = jnp.asarray(1.0 - decay, jnp.float32)
+        if debias:  # the first update copies w_0; later ones weigh like a mean of what came before
+            rate = rate / (1.0 - jnp.asarray(decay, jnp.float32) ** count.astype(jnp.float32))
+        ema = jax.tree.map(lambda e, p: e + (rate * (p - e)).astype(e.dtype), state.ema, params)
+        return updates, EmaState(count, ema)
+
+    return optax.GradientTransformation(init, update)
+
+
+def from_config(cfg: Any) -> optax.GradientTransformation | None:
+    """The averaging ``optimizer.ema`` asks for: null or ``decay`` null is none."""
+    if cfg is None:
+        return None
+    if not isinstance(cfg, dict) or set(cfg) - set(KEYS):
+        raise ConfigError(f"optimizer.ema must be null or a mapping with keys {list(KEYS)}, got {cfg!r}")
+    decay = cfg.get("decay")
+    if decay is None:
+        return None
+    if isinstance(decay, bool) or not isinstance(decay, int | float) or not 0 < decay < 1:
+        raise ConfigError(f"optimizer.ema.decay={decay!r} must be in (0, 1), e.g. 0.999 (null: no average)")
+    debias = cfg.get("debias", True)
+    if not isinstance(debias, bool):
+        raise ConfigError(f"optimizer.ema.debias={debias!r} must be true or false")
+    return average_params(float(decay), debias)
+
+
+def is_average(node: Any) -> bool:
+    return isinstance(node, EmaState)
+
+
+def find(tree: Any) -> EmaState | None:
+    """The first average held in ``tree`` (an optimizer state), or None."""
+    found = [n for n in jax.tree.leaves(tree, is_leaf=is_average) if is_average(n)]
+    return found[0] if found else None
+
+
+def exchange(opt_state: Any, params: Any) -> tuple[Any, Any]:
+    """(the average, ``opt_state`` holding ``params`` in its place): applied twice, the identity."""
+    found = find(opt_state)
+    if found is None:
+        return params, opt_state
+    swapped = jax.tree.map(
+        lambda n: n._replace(ema=params) if n is found else n, opt_state, is_leaf=is_average
+    )
+    return found.ema, swapped

@@ -1,0 +1,120 @@
+"""Polyak (EMA) weights: the average kept in the optimizer state is a hand-computed EMA of the
+parameter trajectory, resumes bit-identically, and is what evaluation and research.evaluate use."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from research import ema
+from research.engine import averaging
+from research.errors import ConfigError
+from research.optim import make_optimizer
+from tests.checkpoints import assert_same_final_state
+from tests.conftest import ROOT, TINY, run_train
+
+STEPS = 10
+
+
+def _trajectory(cfg: dict) -> tuple[list, object]:
+    """The parameters each of ``STEPS`` SGD updates starts from, and the state after them."""
+    tx = make_optimizer(cfg, STEPS)
+    params = {"hidden": jnp.arange(6.0).reshape(2, 3), "head": jnp.ones(3)}
+    state = tx.init(params)
+    step = jax.jit(lambda p, s, g: (lambda u, s2: (optax.apply_updates(p, u), s2))(*tx.update(g, s, p)))
+    seen = []
+    for i in range(STEPS):
+        grads = jax.tree.map(lambda a, i=i: jnp.sin(a + i), params)  # a different gradient each step
+        seen.append(params)
+        params, state = step(params, state, grads)
+    return seen, state
+
+
+@pytest.mark.parametrize("debias", [False, True])
+def test_the_average_is_a_hand_computed_ema_of_the_trajectory(debias: bool) -> None:
+    decay = 0.8
+    seen, state = _trajectory(
+        {"_target_": "optax.sgd", "learning_rate": 0.1, "ema": {"decay": decay, "debias": debias}}
+    )
+    kept = ema.find(state)
+    assert int(kept.count) == STEPS
+    for key in ("hidden", "head"):
+        trajectory = np.stack([np.asarray(p[key], np.float64) for p in seen])
+        if debias:  # the decay-weighted mean of w_0 .. w_9
+            weights = decay ** np.arange(STEPS - 1, -1, -1)
+            expected = np.tensordot(weights, trajectory, 1) / weights.sum()
+        else:  # the textbook recursion from w_0
+            expected = trajectory[0]
+            for w in trajectory:
+                expected = decay * expected + (1 - decay) * w
+        np.testing.assert_allclose(np.asarray(kept.ema[key]), expected, rtol=2e-6, atol=1e-6)
+
+
+def test_no_average_unless_asked_and_bad_settings_are_one_line() -> None:
+    _, state = _trajectory({"_target_": "optax.sgd", "learning_rate": 0.1, "ema": {"decay": None}})
+    assert ema.find(state) is None
+    for bad, match in (
+        ({"decay": 1.0}, "optimizer.ema.decay"),
+        ({"decay": 0.9, "every": 2}, "optimizer.ema"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            make_optimizer({"_target_": "optax.sgd", "learning_rate": 0.1, "ema": bad}, 4)
+
+
+class _Task:
+    optimized = (("params", "opt_state"),)
+
+
+def test_exchanging_puts_the_average_in_the_model_place_and_back() -> None:
+    _, opt_state = _trajectory({"_target_": "optax.sgd", "learning_rate": 0.1, "ema": {"decay": 0.5}})
+    state = {"params": {"hidden": jnp.zeros((2, 3)), "head": jnp.zeros(3)}, "opt_state": opt_state}
+    average = ema.find(opt_state).ema
+    front = averaging.in_front(_Task(), state, "ema")
+    np.testing.assert_array_equal(front["params"]["head"], average["head"])
+    np.testing.assert_array_equal(ema.find(front["opt_state"]).ema["head"], np.zeros(3))
+    back = averaging.exchange(_Task(), front)
+    assert jax.tree.structure(back) == jax.tree.structure(state)
+    for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(state), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert averaging.in_front(_Task(), state, "raw") is state
+
+
+RUN = (
+    "+experiment=digits_mlp", "+debug=fast", "optimizer.ema.decay=0.9", "trainer.checkpoint.every=4",
+    "trainer.plots=false", *TINY,
+)  # fmt: skip
+
+
+def _evaluate(run_dir: Path, *overrides: str) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-m", "research.evaluate", f"run={run_dir}", *overrides],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return json.loads((run_dir / "eval.json").read_text())
+
+
+@pytest.mark.slow
+def test_a_run_resumes_its_average_bit_identically_and_evaluate_reports_it(tmp_path: Path) -> None:
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    run_train(*RUN, f"hydra.run.dir={straight}")
+    run_train(*RUN, "trainer.max_steps=4", f"hydra.run.dir={resumed}")
+    run_train(*RUN, f"hydra.run.dir={resumed}")  # on from the checkpoint at step 4
+    assert_same_final_state(straight, resumed)  # the average included (opt_state/.../ema/...)
+
+    summary = json.loads((straight / "summary.json").read_text())
+    assert summary["test/accuracy"] != summary["test_raw/accuracy"]  # both reported, and they differ
+    evaluated = _evaluate(straight)
+    assert evaluated["test/accuracy"] == pytest.approx(summary["test/accuracy"], abs=1e-6)
+    assert evaluated["test_raw/accuracy"] == pytest.approx(summary["test_raw/accuracy"], abs=1e-6)
+    raw = _evaluate(straight, "trainer.eval_weights=raw")
+    assert raw["test/accuracy"] == pytest.approx(summary["test_raw/accuracy"], abs=1e-6)
+    assert raw["test_ema/accuracy"] == pytest.approx(summary["test/accuracy"], abs=1e-6)
