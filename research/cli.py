@@ -236,6 +236,12 @@ def preflight(argv: list[str] | None = None) -> None:
         fail(
             f"{where} is not valid YAML ({getattr(e, 'problem', None) or type(e).__name__}): fix or remove it"
         )
+    if cfg.trainer.dry_run:  # memory, FLOPs and compile time, then exit: nothing is created
+        from research.dry_run import dry_run
+
+        with report_errors():
+            dry_run(cfg, multirun)
+        sys.exit(0)
     if not multirun and run_dir is not None:
         with report_errors():
             if check_rerun(cfg, run_dir) is not None:

@@ -20,7 +20,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("metrics", "precision", "targets", "models", "envs", "data", "optim", "ema", "watch"),  # the parts
     ("engine",),  # the loop, checkpoints, records: knows no task
     ("tasks", "evaluators"),  # what is learned and how it is measured
-    ("config", "experiment", "rerun"),  # the build: where config meets code
+    ("config", "experiment", "rerun", "dry_run"),  # the build: where config meets code
     ("cli", "launch", "sweep"),  # what the commands share: preflight, launchers, searches
     ("train", "evaluate", "export", "sample", "generate", "compare", "study"),  # the commands
 ]

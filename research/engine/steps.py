@@ -142,6 +142,17 @@ class Programs:
         if train is not None:
             self.submit("train", self._chunk, state, *train)
 
+    def compiled_programs(self) -> list[tuple[str, Any]]:
+        """Every program submitted so far as (kind, compiled), waiting for those still compiling."""
+        out = []
+        for key, entry in list(self._cache.items()):
+            if isinstance(entry, Future):
+                start = time.perf_counter()
+                self._cache[key] = entry.result()
+                self.compile_s += time.perf_counter() - start
+            out.append((self.kinds[key], self._cache[key]))
+        return out
+
     def run(self, kind: str, fn: Any, *args: Any) -> Any:
         """``fn(*args)`` through its compiled program (compiled now if it was not submitted)."""
         return self.compiled(kind, fn, *args)(*args)

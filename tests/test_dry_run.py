@@ -1,0 +1,89 @@
+"""trainer.dry_run=true: memory per device, FLOPs and compile time before the run, and nothing created."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from research.engine.settings import TrainerConfig
+from research.errors import ConfigError
+from tests.conftest import DIGITS_FAST, run_train
+
+# digits_mlp: 64-512-256-10, weights and biases in float32
+DIGITS_MLP_WEIGHTS = 64 * 512 + 512 * 256 + 256 * 10
+DIGITS_MLP_PARAMS = DIGITS_MLP_WEIGHTS + 512 + 256 + 10
+
+
+def figure(text: str, label: str) -> float:
+    """A ``<label>  <number> <unit>`` line of the plan, in bytes."""
+    m = re.search(rf"^  {label}\s+([\d.]+) (GB|MB|kB|B)\b", text, re.M)
+    assert m, f"no {label!r} line in:\n{text}"
+    return float(m.group(1)) * {"GB": 1e9, "MB": 1e6, "kB": 1e3, "B": 1}[m.group(2)]
+
+
+def test_a_dry_run_prints_memory_flops_and_compile_time_and_creates_nothing(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    proc = run_train(
+        *DIGITS_FAST, "trainer.dry_run=true", "trainer.device_memory_gb=16", f"hydra.run.dir={run_dir}"
+    )
+    out = proc.stdout
+    assert figure(out, "parameters") == pytest.approx(4 * DIGITS_MLP_PARAMS, rel=0.01)
+    assert figure(out, "optimizer, other state") >= 2 * 4 * DIGITS_MLP_PARAMS  # Adam's two moments
+    peak = figure(out, "estimated peak")
+    parts = [
+        "parameters",
+        "optimizer, other state",
+        "data on device",
+        "best state copy",
+        "activations, temporaries",
+    ]
+    assert peak == pytest.approx(sum(figure(out, p) for p in parts), rel=0.01)
+    flops = float(re.search(r"train step: ([\d.e+]+) GFLOP", out).group(1)) * 1e9
+    # digits_mlp's batch of 32: forward, weight gradients, and input gradients but the first layer's
+    assert flops == pytest.approx(2 * 32 * (3 * DIGITS_MLP_WEIGHTS - 64 * 512), rel=1e-3)
+    assert re.search(r"compile: \d+ programs, traced in [\d.]+ s, compiled in [\d.]+ s", out)
+    assert re.search(r"^fits: .* of 16.00 GB \(trainer.device_memory_gb=16\)", out, re.M)
+    assert not run_dir.exists()
+
+
+def test_a_model_larger_than_the_stated_memory_is_one_line_saying_by_how_much(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    proc = run_train(
+        *DIGITS_FAST, "trainer.dry_run=true", "trainer.device_memory_gb=0.001", f"hydra.run.dir={run_dir}",
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    m = re.match(
+        r"error: will not fit: needs ([\d.]+) GB per device, ([\d.]+) GB more than trainer.device_memory_gb",
+        line,
+    )
+    assert m, line
+    assert float(m.group(1)) - float(m.group(2)) == pytest.approx(0.001, abs=0.006)
+    assert not run_dir.exists()
+
+
+@pytest.mark.slow
+def test_fsdp_over_devices_that_are_not_here_splits_the_state_per_device(tmp_path: Path) -> None:
+    common = (
+        *DIGITS_FAST,
+        "trainer.dry_run=true",
+        "trainer.dry_run_devices=4",
+        f"hydra.run.dir={tmp_path}/r",
+    )
+    replicated = run_train(*common, "mesh=data_parallel", "data.batch_size=32").stdout
+    sharded = run_train(*common, "mesh=fsdp", "data.batch_size=32").stdout
+    assert "on 4 x cpu (mesh data=1 fsdp=4 tensor=1)" in sharded
+    assert figure(replicated, "parameters") == pytest.approx(4 * DIGITS_MLP_PARAMS, rel=0.01)
+    # every kernel has a dimension 4 divides; the biases of 10 outputs stay whole
+    assert figure(sharded, "parameters") < 0.3 * figure(replicated, "parameters")
+    assert figure(sharded, "optimizer, other state") < 0.3 * figure(replicated, "optimizer, other state")
+
+
+def test_the_dry_run_settings_are_checked_by_the_schema() -> None:
+    with pytest.raises(ConfigError, match="trainer.device_memory_gb must be a positive number or null"):
+        TrainerConfig.from_dict({"device_memory_gb": 0})
+    with pytest.raises(ConfigError, match="trainer.dry_run_devices must be a positive integer or null"):
+        TrainerConfig.from_dict({"dry_run_devices": -2})
