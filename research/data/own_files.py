@@ -92,3 +92,9 @@ def describe(parts: dict[str, Path], rows: dict[str, tuple[str, np.ndarray]], se
         else:
             out[split] = f"{name} less the carved rows" if part in carved_from else name
     return out
+
+
+def stem(files: dict[str, Path]) -> str:
+    """The data's name: the one file's stem, else the folder's name."""
+    unique = set(files.values())
+    return next(iter(unique)).stem if len(unique) == 1 else next(iter(unique)).parent.name

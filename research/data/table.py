@@ -261,13 +261,8 @@ def _dataset(
         )
     source = {"features": x, "target": y}
     splits = {split: {name: source[what][split] for name, what in fields.items()} for split in SPLITS}
-    stem = (
-        next(iter(files.values())).stem
-        if own_files.WHOLE in files
-        else next(iter(files.values())).parent.name
-    )
     return make_dataset(
-        f"table:{stem}",
+        f"table:{own_files.stem(files)}",
         splits,
         batch_size,
         eval_batch_size,
