@@ -1,0 +1,190 @@
+"""Your own images: ``data=image_folder data.path=<folder>`` (``<folder>/<class name>/*.png``).
+
+The folder is read by name (``file_index``), decoded once into a cached ArrayRecord file
+(``image_cache``), and handed to the engine like any image source: the same on-device
+normalisation and ``data.augment`` transforms as the TFDS datasets, the same ``image``/``label``
+fields, so every image task runs on it. A train split that fits ``data.memory_budget_mb`` (or
+``data.in_memory=true``) goes to device once; a larger one (or ``in_memory=false``) streams from
+the cache through grain worker processes, its iterator position saved with each checkpoint, and
+each process of a multi-process run decodes and reads only its own shard of the training files.
+Val and test are always held in memory: the engine evaluates from device arrays.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from research.data import file_index, image_cache
+from research.data.arrays import ArraySplit, check_batch_sizes
+from research.data.base import Dataset
+from research.data.image_cache import Decoding, Part
+from research.data.transforms import Augment, make_transform
+from research.errors import ConfigError
+
+
+def load(
+    path: str,
+    image_size: Sequence[int],
+    channels: int | None,
+    interpolation: str,
+    batch_size: int,
+    eval_batch_size: int,
+    val_fraction: float,
+    test_fraction: float,
+    split_seed: int,
+    in_memory: bool | None,
+    memory_budget_mb: float,
+    cache_dir: str,
+    workers: int,
+    images_per_worker: int,
+    pixel_max: float,
+    normalize: Mapping[str, Sequence[float] | None],
+    augment: Mapping[str, Any],
+    classes: Sequence[int | str] | None = None,
+    labels_per_class: int | None = None,
+    shard: tuple[int, int] | None = None,
+) -> Dataset:
+    """Train/val/test splits of the images under ``path``, decoded to ``image_size`` and ``channels``.
+
+    ``in_memory`` null decides by size: the decoded train split in memory when it fits
+    ``memory_budget_mb``. ``shard`` = (index, count) is the process's share of a streamed train
+    split (default: ``jax.process_index()``, ``jax.process_count()``).
+    """
+    check_batch_sizes(batch_size, eval_batch_size)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ConfigError(
+            f"data.workers must be a whole number >= 0 (0: decode in the main process), got {workers}"
+        )
+    decoding = Decoding(tuple(int(n) for n in image_size), channels, interpolation)
+    names, found = file_index.scan(path)
+    files = file_index.split_files(found, val_fraction, test_fraction, split_seed)
+    if classes is not None:
+        files, names = file_index.keep_classes(files, names, classes)
+    if labels_per_class is not None:
+        files["train"] = file_index.keep_per_class(files["train"], labels_per_class, split_seed)
+    if batch_size > len(files["train"]):
+        raise ConfigError(
+            f"data.batch_size={batch_size} exceeds the {len(files['train'])} training images of {path}"
+        )
+
+    def cached(split: str, of: file_index.Files) -> Part:
+        processes = min(workers, len(of) // max(images_per_worker, 1))  # a worker takes seconds to start
+        return image_cache.part(of, path, split, decoding, cache_dir, processes)
+
+    parts = {split: cached(split, files[split]) for split in ("val", "test")}
+    streamed = not _fits(in_memory, len(files["train"]), parts["val"].shape, memory_budget_mb)
+    if streamed:
+        index, count = shard or _process_shard()
+        own = files["train"].take(np.arange(index, len(files["train"]), count))
+        parts["train"] = cached(f"train-{index}-of-{count}", own)
+        train = StreamedSplit(parts["train"], len(files["train"]), (index, count))
+    else:
+        parts["train"] = cached("train", files["train"])
+        train = _in_memory(parts["train"])
+    image_cache.check_channels(parts)
+    splits = {"train": train, "val": _in_memory(parts["val"]), "test": _in_memory(parts["test"])}
+    shape = parts["val"].shape
+    mean, std = _normalization(normalize, splits["val" if streamed else "train"], pixel_max, shape[-1])
+    return Dataset(
+        name=os.path.basename(os.path.normpath(os.path.expanduser(path))),
+        input_shape=shape,
+        num_classes=len(names),
+        splits=splits,
+        transform=make_transform(mean, std, pixel_max, Augment(**augment)),
+        batch_size=batch_size,
+        eval_batch_size=eval_batch_size,
+        class_names=list(names),
+        info={"path": os.path.abspath(os.path.expanduser(path))},
+    )
+
+
+def _fits(in_memory: bool | None, num_train: int, shape: tuple[int, ...], budget_mb: float) -> bool:
+    if in_memory is not None:
+        return bool(in_memory)
+    return num_train * int(np.prod(shape)) <= budget_mb * 2**20
+
+
+def _process_shard() -> tuple[int, int]:
+    import jax
+
+    return jax.process_index(), jax.process_count()
+
+
+def _in_memory(part: Part) -> ArraySplit:
+    return ArraySplit({"image": part.read_all(), "label": part.labels.astype(np.int32)})
+
+
+def _normalization(
+    normalize: Mapping[str, Sequence[float] | None], split: Any, pixel_max: float, channels: int
+) -> tuple[Sequence[float], Sequence[float]]:
+    """Per-channel (mean, std) from the config, or measured: on the train split when it is in
+    memory, else on val (which every process of a multi-process run holds whole, so all agree)."""
+    mean, std = normalize["mean"], normalize["std"]
+    if (mean is None) != (std is None):
+        raise ConfigError("data.normalize.mean and data.normalize.std must both be set or both be null")
+    if mean is None:
+        pixels = split.arrays()["image"]
+        axes = tuple(range(pixels.ndim - 1))
+        return (
+            (pixels.mean(axis=axes, dtype=np.float64) / pixel_max).tolist(),
+            (pixels.std(axis=axes, dtype=np.float64) / pixel_max).tolist(),
+        )
+    if not len(mean) == len(std) == channels:
+        raise ConfigError(
+            f"data.normalize.mean and std need one value per channel ({channels}): {list(mean)}, {list(std)}"
+        )
+    return list(mean), list(std)
+
+
+class _Records:
+    """Record ``i`` of a part as {"image", "label"}: the grain source a streamed split reads."""
+
+    def __init__(self, part: Part):
+        self.path, self.labels, self.shape = str(part.path), part.labels, part.shape
+        self._source = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        if self._source is None:  # opened in the process that reads: a grain worker
+            import grain
+
+            self._source = grain.sources.ArrayRecordDataSource([self.path])
+        image = np.frombuffer(self._source[i], np.uint8).reshape(self.shape)
+        return {"image": image, "label": np.int32(self.labels[i])}
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_source": None}
+
+
+@dataclass
+class StreamedSplit:
+    """The train split streamed from its cached part (see ``research.data.base.Split``)."""
+
+    part: Part
+    num_examples: int  # of every process's shard together: the epoch the engine counts
+    shard: tuple[int, int]
+    in_memory: bool = False
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """This process's shard, read whole (for checks that need it; training streams it)."""
+        return {"image": self.part.read_all(), "label": self.part.labels.astype(np.int32)}
+
+    def iterator(self, batch_size: int, seed: int, shard_index: int, shard_count: int) -> Any:
+        """Endless batches of this process's shard, reshuffled every epoch, read ahead by grain's
+        threads (the pixels are decoded already); ``get_state``/``set_state`` resume it exactly."""
+        import grain
+
+        if (shard_index, shard_count) != self.shard:
+            raise ConfigError(
+                f"the training images were sharded for process {self.shard[0]} of {self.shard[1]}, "
+                f"but process {shard_index} of {shard_count} reads them"
+            )
+        dataset = grain.MapDataset.source(_Records(self.part)).shuffle(seed).repeat()
+        return iter(dataset.batch(batch_size, drop_remainder=True).to_iter_dataset())
