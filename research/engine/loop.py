@@ -32,7 +32,7 @@ from research.engine.profiler import ProfileWindow
 from research.engine.progress import make_progress
 from research.engine.records import TrainWindow, check_finite, write_plots
 from research.engine.replicas import Replicas
-from research.engine.run_dir import set_aside_previous
+from research.engine.run_dir import record_classes, set_aside_previous
 from research.engine.save_policy import SavePolicy
 from research.engine.settings import CheckpointConfig, TrainerConfig
 from research.engine.sharding import make_mesh, state_shardings
@@ -103,6 +103,8 @@ class Run:
         self.evaluation.check_metric(self.metric)
         if not cfg.resume and jax.process_index() == 0:
             set_aside_previous(run_dir)
+        if dataset is not None and dataset.class_names and jax.process_index() == 0:
+            record_classes(run_dir, dataset.class_names)
         self.ckpt = _checkpointer(cfg.checkpoint, run_dir, self.metric, self.mode)
         self.queue_limit = queue_limit(self.mesh, self.per_call)
         examples = dataset.batch_size * replicas.count if dataset is not None else None

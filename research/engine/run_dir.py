@@ -36,6 +36,24 @@ def set_aside_previous(run_dir: Path, names: tuple[str, ...] = PREVIOUS, why: st
     return aside
 
 
+CLASSES = "classes.json"  # the class names the run's labels stand for, in label order
+
+
+def record_classes(run_dir: Path, names: list[str]) -> None:
+    """Write ``classes.json``: a reader of the run (evaluate, export) names the classes by it, and a
+    rebuilt dataset that orders other classes under the same labels is caught (``saved.py``)."""
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    (Path(run_dir) / CLASSES).write_text(json.dumps(list(names)) + "\n")
+
+
+def recorded_classes(run_dir: Path) -> list[str] | None:
+    """The class names the run trained on, or None where it recorded none (older runs, no labels)."""
+    try:
+        return list(json.loads((Path(run_dir) / CLASSES).read_text()))
+    except (OSError, ValueError):
+        return None
+
+
 LOCK = ".lock"  # {"pid", "host", "started"} of the process training in the directory
 
 

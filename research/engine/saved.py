@@ -26,6 +26,7 @@ from research.engine.checkpoint import Checkpointer
 from research.engine.evaluation import Evaluation, Outcome
 from research.engine.orbax_reads import shape_mismatches
 from research.engine.replicas import Replicas
+from research.engine.run_dir import recorded_classes
 from research.engine.settings import TrainerConfig
 from research.engine.sharding import make_mesh, state_shardings
 from research.engine.steps import Programs
@@ -48,6 +49,7 @@ class SavedRun:
     ):
         self.task, self.dataset, self.trainer, self.replicas = task, dataset, trainer, replicas
         self.run_dir = Path(run_dir)
+        _check_classes(self.run_dir, dataset)
         self.mesh = make_mesh(mesh_sizes)
         example = feeds.example_spec(dataset, "test") if dataset is not None else None
         abstract = replicas.abstract_state(task.init, seed, example)
@@ -130,3 +132,16 @@ class SavedRun:
 
     def close(self) -> None:
         self.ckpt.close()
+
+
+def _check_classes(run_dir: Path, dataset: Dataset | None) -> None:
+    """The data's classes are the run's (``classes.json``): as many under other names (an image
+    folder with a class renamed or swapped) would load and score under the wrong names. Another
+    count is left to the checkpoint's shape check, which says which layer differs."""
+    recorded = recorded_classes(run_dir)
+    now = [] if dataset is None else list(dataset.class_names)
+    if recorded and len(recorded) == len(now) and recorded != now:
+        raise ConfigError(
+            f"{run_dir} was trained on the classes {', '.join(recorded)}; the data now has "
+            f"{', '.join(now)}: read it with data whose classes are the run's"
+        )
