@@ -129,3 +129,10 @@ def print_summary(summary: dict, headline: Sequence[str] = ()) -> None:
     keys += [*headline, *RUN_FIGURES]
     shown = {k: summary[k] for k in keys if k in summary}
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in shown.items()}, indent=1))
+
+
+def print_run_dir(run_dir: Path) -> None:
+    """Where the run's files are: said when it starts, so it can be watched, and again at the end,
+    under the numbers, where a long log has scrolled the first line away.
+    """
+    print(f"run dir: {run_dir}", flush=True)

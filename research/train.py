@@ -32,12 +32,14 @@ def main(cfg: DictConfig) -> float | None:
     group = Path(hydra_cfg.sweep.dir).name if multirun else None
     run_dir = Path(hydra_cfg.runtime.output_dir)
     with console.recorded(run_dir / "train.log"), console.report_errors(exit_on_error=not multirun):
+        console.print_run_dir(run_dir)
         # A single run was checked in preflight; a sweep's job is checked here (a resubmitted
         # sweep runs only the jobs that have not finished).
         summary = cli.check_rerun(cfg, run_dir) if multirun else None
         if summary is None:
             summary = _train(cfg, run_dir, group, multirun)
             console.print_summary(summary, cli.headline(get_object(cfg.task._target_)))
+        console.print_run_dir(run_dir)
         if cfg.get("optimized_metric"):
             return float(summary[cfg.optimized_metric])
     return None  # a failed job in a sweep: Optuna marks the trial failed and goes on

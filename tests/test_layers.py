@@ -16,11 +16,12 @@ PACKAGE = Path(__file__).resolve().parent.parent / "research"
 
 # Floors from the ground up; a module sits on the floor of its longest matching prefix.
 FLOORS: list[tuple[str, ...]] = [
-    ("errors", "absl_logging", "paths", "images", "console"),  # what everything may use
-    ("metrics", "precision", "targets", "models", "envs", "data", "optim", "ema", "watch"),  # the parts
+    ("errors", "absl_logging", "paths", "images", "console", "tables"),  # what everything may use
+    # the parts
+    ("metrics", "precision", "targets", "models", "envs", "data", "optim", "ema", "watch", "statistics"),
     ("engine",),  # the loop, checkpoints, records: knows no task
     ("tasks", "evaluators"),  # what is learned and how it is measured
-    ("config", "experiment", "rerun", "dry_run"),  # the build: where config meets code
+    ("config", "experiment", "rerun", "dry_run", "run_dirs"),  # the build: where config meets code
     ("cli", "launch", "sweep"),  # what the commands share: preflight, launchers, searches
     ("train", "evaluate", "export", "sample", "generate", "compare", "study"),  # the commands
 ]

@@ -44,7 +44,7 @@ def test_eight_seeds_report_per_seed_lists_mean_and_std(tmp_path: Path) -> None:
         per_seed = np.asarray(summary[f"{metric}_per_seed"])
         assert per_seed.shape == (8,)
         assert summary[metric] == pytest.approx(per_seed.mean(), rel=1e-6)
-        assert summary[f"{metric}_std"] == pytest.approx(per_seed.std(), rel=1e-5)
+        assert summary[f"{metric}_std"] == pytest.approx(per_seed.std(ddof=1), rel=1e-5)
     accuracy = np.asarray(summary["test/accuracy_per_seed"])
     assert len(set(summary["test/loss_per_seed"])) == 8, "seeds must differ in init and data order"
     assert accuracy.min() > 0.8, "every seed learns"

@@ -7,8 +7,8 @@ on fold r's held-out examples, which come from the train split (the val split is
 used). ``trainer.cv_fold=i`` runs fold i alone on the same examples in the same order,
 so a multirun over it runs the folds as k jobs.
 
-Validation records ``cv/<metric>`` (the mean over folds), ``cv/<metric>_std`` (over
-folds, ddof 0) and ``cv/<metric>_per_fold``. Early stopping and the best checkpoints
+Validation records ``cv/<metric>`` (the mean over folds), ``cv/<metric>_std`` (the
+sample std over folds, ddof 1) and ``cv/<metric>_per_fold``. Early stopping and the best checkpoints
 follow the fold mean, and stop every fold together; the summary reports each fold's
 last state, since picking each fold's best step on its own validation examples would
 flatter the estimate. A CV run has no test pass: ``trainer.cv_refit`` trains on the

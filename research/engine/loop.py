@@ -30,7 +30,7 @@ from research.engine.health import blame, signals
 from research.engine.preemption import PreemptionFlag, leave_preempted
 from research.engine.profiler import ProfileWindow
 from research.engine.progress import make_progress
-from research.engine.records import TrainWindow, check_finite, write_plots
+from research.engine.records import CurveRefresh, TrainWindow, check_finite, write_plots
 from research.engine.replicas import Replicas
 from research.engine.run_dir import record_classes, set_aside_previous
 from research.engine.save_policy import SavePolicy
@@ -200,7 +200,9 @@ class Loop:
         self.step = step
         self.best_state: Any = None  # a device copy of the best state (test evaluates it)
         self.best_saved = True
-        self.window = TrainWindow(run.task.counters)
+        self.window = TrainWindow(run.task.counters, run.metric)
+        plots = writers.active and run.cfg.plots
+        self.curves = CurveRefresh(run.run_dir, config.get("name", "run"), run.cfg.plots_every_s, plots)
         self.train_s, self.train_steps, self.stopped_early = 0.0, 0, False
         self.preempt = PreemptionFlag()
         self.last_record: dict = {}
@@ -281,6 +283,7 @@ class Loop:
             outcome = run.evaluation.run(state, step, due, VAL)
             evaluated = outcome.scalars
             record.update(evaluated)
+            self.window.evaluated(evaluated)
             self.writers.images(step, outcome.images, final=False)
             self.best.update(step, evaluated)
             self.stopped_early = self.best.should_stop
@@ -289,6 +292,8 @@ class Loop:
                 self.best_saved = self.best_state is None
         if record:
             self.writers.write(step, record)
+        if evaluated is not None and not at_end:  # the end draws them in finish
+            self.curves.after_evaluation()
         if evaluated is not None and self.on_eval is not None and not at_end:  # the last is the result
             self.on_eval(step, evaluated)
         finishing = (at_end or self.stopped_early) and not self.preempt.set

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,15 +12,21 @@ import numpy as np
 from research.engine import plots
 from research.errors import NonFiniteLossError
 
+VAL_PREFIX = "val/"
+
 
 class TrainWindow:
-    """Train metrics of the calls since the last record; counters (env steps) summed for good."""
+    """Train metrics of the calls since the last record; counters (env steps) summed for good;
+    the latest value of the validation metric ``watch`` for the progress display.
+    """
 
-    def __init__(self, counters: tuple[str, ...]):
+    def __init__(self, counters: tuple[str, ...], watch: str | None = None):
         self.counters = tuple(counters)
         self.chunks: dict[str, list] = {}
         self.totals = {c: 0.0 for c in self.counters}
         self.last: dict[str, float] = {}
+        self.watch = watch
+        self.watched: dict[str, float] = {}
 
     def add(self, metrics: dict, n: int) -> None:
         for k, v in metrics.items():
@@ -44,8 +51,25 @@ class TrainWindow:
     def rates(self, seconds: float) -> dict:
         return {f"{c}_per_s": total / max(seconds, 1e-9) for c, total in self.totals.items()}
 
+    def evaluated(self, scalars: dict) -> None:
+        """Keep the watched metric of an evaluation: ``watch`` (the run's metric) when it is
+        among ``scalars``, else the first ``val/`` one (an evaluator that is not always due).
+        """
+        if self.watch in scalars:
+            key = self.watch
+        elif self.watch in self.watched:  # the run's metric stays until its evaluator runs again
+            return
+        else:
+            key = next(iter(self.watched), None)
+            if key not in scalars:
+                named = (k for k in scalars if k.startswith(VAL_PREFIX) and np.ndim(scalars[k]) == 0)
+                key = next(named, None)
+        if key is not None:
+            self.watched = {key: float(scalars[key])}
+
     def postfix(self, steps_per_s: float) -> dict[str, str]:
         shown = {k: f"{v:.4f}" for k, v in list(self.last.items())[:2]}
+        shown |= {k: f"{v:.4f}" for k, v in self.watched.items()}
         return {**shown, "steps_per_s": f"{steps_per_s:.0f}"}
 
 
@@ -85,3 +109,19 @@ def write_plots(run_dir: Path, name: str) -> dict[str, Path]:
     history = plots.read_history(run_dir / "metrics.jsonl")
     curves = plots.learning_curves(history, out_dir / "learning_curves.png", name)
     return {"plots/learning_curves": curves} if curves else {}
+
+
+class CurveRefresh:
+    """The learning curves redrawn during training, at an evaluation once ``every_s`` seconds
+    have passed since the run started or they were last drawn (0: at every evaluation), so a
+    run can be watched in plots/ while a fast one does not spend its time drawing.
+    """
+
+    def __init__(self, run_dir: Path, name: str, every_s: float, enabled: bool):
+        self.run_dir, self.name, self.every_s, self.enabled = run_dir, name, every_s, enabled
+        self.last = time.perf_counter()
+
+    def after_evaluation(self) -> None:
+        if self.enabled and time.perf_counter() - self.last >= self.every_s:
+            write_plots(self.run_dir, self.name)
+            self.last = time.perf_counter()
