@@ -300,3 +300,54 @@ def test_two_processes_each_decode_and_read_only_their_own_shard(folder: Path, t
     assert not shards["train-0-of-2"] & shards["train-1-of-2"]
     assert len(shards["train-0-of-2"] | shards["train-1-of-2"]) == 43
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 20
+
+
+# Every kind of image task on a folder: the recipe, and what makes it fit 60 images of 3 classes.
+TASKS = {
+    "anomaly": ("digits_autoencoder", ["task.normal_class=1"]),
+    "vae": ("digits_vae", []),
+    "gan": ("digits_dcgan", []),
+    "simclr": ("digits_simclr", []),
+    "cross-validation": ("digits_mlp", ["trainer.cv_folds=3"]),
+    "seeds": ("digits_cnn", ["trainer.num_seeds=2", "data.augment.crop_padding=1", "data.augment.flip=true"]),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", list(TASKS))
+def test_every_image_task_trains_on_a_folder(kind: str, folder: Path, tmp_path: Path) -> None:
+    recipe, overrides = TASKS[kind]
+    run_dir = tmp_path / "run"
+    run_train(
+        f"+experiment={recipe}", "+debug=fast", "data=image_folder", f"data.path={folder}",
+        f"data.cache_dir={tmp_path / 'cache'}", "data.image_size=[8,8]", "data.batch_size=8", *overrides,
+        *TINY, f"hydra.run.dir={run_dir}", timeout=240,
+    )  # fmt: skip
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == 8
+
+
+@pytest.mark.slow
+def test_transfer_recipes_pretrain_on_some_classes_and_finetune_on_others(
+    folder: Path, tmp_path: Path
+) -> None:
+    data = (
+        "data=image_folder",
+        f"data.path={folder}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "data.batch_size=8",
+    )
+    pretrain, finetune = tmp_path / "pretrain", tmp_path / "finetune"
+    run_train(
+        "+experiment=fashion_mnist_cnn_pretrain", "+debug=fast", *data, "data.classes=[cat,dog]",
+        *TINY, f"hydra.run.dir={pretrain}", timeout=240,
+    )  # fmt: skip
+    assert json.loads((pretrain / "classes.json").read_text()) == ["cat", "dog"]
+    proc = run_train(
+        "+experiment=fashion_mnist_cnn_finetune", "+debug=fast", *data, "data.classes=[eel,dog]",
+        "data.labels_per_class=4", f"trainer.init_from.path={pretrain}", *TINY, f"hydra.run.dir={finetune}",
+        timeout=240,
+    )  # fmt: skip
+    assert "params/blocks/0/conv/kernel" in next(
+        line for line in proc.stdout.splitlines() if "loaded" in line
+    )
+    assert json.loads((finetune / "classes.json").read_text()) == ["eel", "dog"]

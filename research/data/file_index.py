@@ -151,6 +151,18 @@ def split_files(
     return out
 
 
+def describe(found: dict[str, Files], seed: int) -> dict[str, str]:
+    """Where each split came from, in words (``Dataset.info``, shown by research.data.inspect)."""
+    source = "train/" if "train" in found else "the class folders"
+    carved = [split for split in SPLITS if split not in found]
+    out = {split: f"{split}/" for split in SPLITS if split in found}
+    for split in carved:
+        out[split] = f"carved from {source}, stratified by class (split_seed={seed})"
+    if carved and "train" in found:
+        out["train"] = "train/ less the carved images"
+    return out
+
+
 def keep_classes(
     splits: dict[str, Files], names: list[str], classes: Sequence[int | str]
 ) -> tuple[dict[str, Files], list[str]]:

@@ -89,7 +89,13 @@ def load(
     image_cache.check_channels(parts)
     splits = {"train": train, "val": _in_memory(parts["val"]), "test": _in_memory(parts["test"])}
     shape = parts["val"].shape
-    mean, std = _normalization(normalize, splits["val" if streamed else "train"], pixel_max, shape[-1])
+    measured_on = "val" if streamed else "train"
+    mean, std = _normalization(normalize, splits[measured_on], pixel_max, shape[-1])
+    where = "from data.normalize" if normalize["mean"] is not None else f"measured on the {measured_on} split"
+    words = (
+        f"image: (pixels / {pixel_max:g} - mean) / std per channel, mean {[round(m, 4) for m in mean]} "
+        f"std {[round(v, 4) for v in std]} ({where}); augment {dict(augment)}"
+    )
     return Dataset(
         name=os.path.basename(os.path.normpath(os.path.expanduser(path))),
         input_shape=shape,
@@ -99,7 +105,13 @@ def load(
         batch_size=batch_size,
         eval_batch_size=eval_batch_size,
         class_names=list(names),
-        info={"path": os.path.abspath(os.path.expanduser(path))},
+        info={
+            "path": os.path.abspath(os.path.expanduser(path)),
+            "split_seed": split_seed,
+            "splits": file_index.describe(found, split_seed),
+            "normalization": words,
+            "streamed": streamed,
+        },
     )
 
 
