@@ -79,6 +79,13 @@ def test_classes_are_the_sorted_folder_names_and_splits_are_stratified(folder: P
     assert means[0] < means[1] < means[2]
 
 
+def test_a_train_split_over_the_memory_budget_streams(folder: Path, tmp_path: Path) -> None:
+    fits = open_folder(folder, tmp_path / "cache", in_memory=None, memory_budget_mb=43 * 64 / 2**20)
+    over = open_folder(folder, tmp_path / "cache", in_memory=None, memory_budget_mb=42 * 64 / 2**20)
+    assert fits.splits["train"].in_memory and not over.splits["train"].in_memory
+    assert over.splits["val"].in_memory and over.splits["test"].in_memory  # evaluation reads arrays
+
+
 def test_the_users_own_split_folders_are_kept(tmp_path: Path) -> None:
     write_images(tmp_path / "split" / "train", count=10)
     write_images(tmp_path / "split" / "test", count=4)

@@ -91,7 +91,7 @@ def scan(path: str) -> tuple[list[str], dict[str, Files]]:
     """(class names, {split folder: its files}): {"all": ...} for class folders at the top,
     else {"train": ..., "val"?: ..., "test"?: ...} for a folder the user split.
     """
-    root = Path(os.path.expanduser(path))
+    root = Path(os.path.abspath(os.path.expanduser(path)))
     if not root.is_dir():
         raise DataError(f"data.path={path}: no such folder (want <path>/<class name>/*.png)")
     top = _subfolders(root)

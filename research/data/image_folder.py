@@ -61,6 +61,7 @@ def load(
             f"data.workers must be a whole number >= 0 (0: decode in the main process), got {workers}"
         )
     decoding = Decoding(tuple(int(n) for n in image_size), channels, interpolation)
+    root = os.path.abspath(os.path.expanduser(path))
     names, found = file_index.scan(path)
     files = file_index.split_files(found, val_fraction, test_fraction, split_seed)
     if classes is not None:
@@ -74,7 +75,7 @@ def load(
 
     def cached(split: str, of: file_index.Files) -> Part:
         processes = min(workers, len(of) // max(images_per_worker, 1))  # a worker takes seconds to start
-        return image_cache.part(of, path, split, decoding, cache_dir, processes)
+        return image_cache.part(of, root, split, decoding, cache_dir, processes)
 
     parts = {split: cached(split, files[split]) for split in ("val", "test")}
     streamed = not _fits(in_memory, len(files["train"]), parts["val"].shape, memory_budget_mb)
@@ -97,7 +98,7 @@ def load(
         f"std {[round(v, 4) for v in std]} ({where}); augment {dict(augment)}"
     )
     return Dataset(
-        name=os.path.basename(os.path.normpath(os.path.expanduser(path))),
+        name=os.path.basename(root),
         input_shape=shape,
         num_classes=len(names),
         splits=splits,
@@ -106,7 +107,7 @@ def load(
         eval_batch_size=eval_batch_size,
         class_names=list(names),
         info={
-            "path": os.path.abspath(os.path.expanduser(path)),
+            "path": root,
             "split_seed": split_seed,
             "splits": file_index.describe(found, split_seed),
             "normalization": words,
