@@ -173,6 +173,14 @@ def test_bad_settings_are_one_line_before_the_run_directory(tmp_path: Path) -> N
         assert not (tmp_path / "run").exists()
 
 
+def test_the_logger_group_takes_a_list_of_its_entries() -> None:
+    from research.config import compose_train
+
+    assert set(compose_train(["logger=[wandb,tensorboard]"]).logger) == {"wandb", "tensorboard"}
+    assert set(compose_train(["logger=tensorboard"]).logger) == {"tensorboard"}
+    assert compose_train(["logger=[wandb,tensorboard]", "+debug=fast"]).logger.wandb is None
+
+
 def test_tensorboardx_is_imported_only_when_the_logger_is_on() -> None:
     code = (
         "import sys, research.experiment, research.engine.loop, research.engine.writers; "
