@@ -111,15 +111,17 @@ def rename(
 
 def image_transform(
     train_images: np.ndarray, pixel_max: float | None, normalize: dict[str, Any], augment: dict[str, Any]
-) -> Transform:
-    """Scale by ``pixel_max`` (null: 255 for integer images, 1 for float), augment the training
-    batches, normalise per channel (``normalize`` null: measured on ``train_images``)."""
+) -> tuple[Transform, str]:
+    """(transform, what it does in words): scale by ``pixel_max`` (null: 255 for integer images, 1
+    for float), augment the training batches, normalise per channel (``normalize`` null: measured
+    on ``train_images``)."""
     if pixel_max is None:
         pixel_max = 255.0 if np.issubdtype(train_images.dtype, np.integer) else 1.0
     mean, std = normalize.get("mean"), normalize.get("std")
     if (mean is None) != (std is None):
         raise ConfigError("data.normalize.mean and data.normalize.std must both be set or both be null")
     channels = train_images.shape[-1]
+    where = "from data.normalize" if mean is not None else "measured on the train split"
     if mean is None:
         axes = tuple(range(train_images.ndim - 1))
         mean = (train_images.mean(axis=axes, dtype=np.float64) / pixel_max).tolist()
@@ -128,7 +130,11 @@ def image_transform(
         raise ConfigError(
             f"data.normalize.mean and std need one value per channel ({channels}): {list(mean)}, {list(std)}"
         )
-    return make_transform(mean, std, float(pixel_max), Augment(**augment))
+    words = (
+        f"image: (pixels / {pixel_max:g} - mean) / std per channel, mean {[round(m, 4) for m in mean]} "
+        f"std {[round(v, 4) for v in std]} ({where}); augment {augment}"
+    )
+    return make_transform(mean, std, float(pixel_max), Augment(**augment)), words
 
 
 def load(
@@ -158,8 +164,9 @@ def load(
     splits = {s: {k: v[index] for k, v in parts[part].items()} for s, (part, index) in rows.items()}
     num_classes, names = _classes(splits, files, class_names) if classes else (None, [])
     train = splits["train"]
+    words = "none: the arrays reach the model as they are"
     if "image" in train:
-        transform = image_transform(train["image"], pixel_max, normalize, augment)
+        transform, words = image_transform(train["image"], pixel_max, normalize, augment)
     elif any(augment.values()):
         raise ConfigError(
             f"data.augment works on an image field; data.path={path} gives {sorted(train)}: "
@@ -171,7 +178,7 @@ def load(
     dataset = make_dataset(
         f"arrays:{own_files.stem(files)}", splits, batch_size, eval_batch_size,
         input_shape=tuple(train[main].shape[1:]), num_classes=num_classes, class_names=names,
-        info={"fields": sorted(train), "split_seed": split_seed,
+        info={"fields": sorted(train), "split_seed": split_seed, "normalization": words,
               "splits": own_files.describe(files, rows, split_seed)},
         empty_hint="give that split examples, or change data.test_fraction or data.val_fraction",
     )  # fmt: skip

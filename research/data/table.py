@@ -146,6 +146,10 @@ def encode_features(
         out[split] = np.concatenate(blocks, axis=1).astype(np.float32)
     feature_names = numeric + [f"{c}={v}" for c, names in categories.items() for v in names]
     scaler = {"x_mean": list(map(float, x_mean)), "x_std": list(map(float, x_std))}
+    scaler["normalization"] = (
+        f"{len(numeric)} numeric features standardised by the train rows' mean and std (info x_mean, "
+        f"x_std); {len(categories)} categorical one-hot"
+    )
     return out, {
         "feature_names": feature_names,
         "numeric_features": numeric,
@@ -186,6 +190,7 @@ def encode_target(
         "y_mean": float(y_mean[0]),
         "y_std": float(y_std[0]),
         "baseline_test_rmse": {"train_mean": mean_rmse},
+        "target_normalization": f"target (y - {y_mean[0]:.6g}) / {y_std[0]:.6g}",
     }
     return scaled, info
 
@@ -236,6 +241,8 @@ def load(
     numeric = [n for n in names if n not in categorical]
     x, x_info = encode_features(parts, numeric, categorical)
     y, y_info = encode_target(parts, str(target), kind, scale_target, files[first])
+    if "target_normalization" in y_info:
+        x_info["normalization"] += "; " + y_info.pop("target_normalization")
     return _dataset(files, x, y, kind, fields, batch_size, eval_batch_size, {
         **x_info, **y_info, "target": target, "target_kind": kind, "missing": missing,
         "split_seed": split_seed, "splits": own_files.describe(files, rows, split_seed),
