@@ -19,8 +19,10 @@ that already read the old events: each step is recorded once.
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import json
+import os
 import queue
 import struct
 import threading
@@ -88,8 +90,10 @@ def cut_events(directory: Path, step: int) -> set[str]:
                 out += data[offset:end]
                 kept.update(tags)
             offset = end
-        if len(out) != len(data):
-            path.write_bytes(bytes(out))
+        if len(out) != len(data):  # replaced whole: a kill now leaves the old file or the new one
+            cut = path.with_name(".cut_events")  # no "tfevents" in its name: TensorBoard skips it
+            cut.write_bytes(bytes(out))
+            os.replace(cut, path)
     return kept
 
 
@@ -137,6 +141,7 @@ class TensorboardWriter:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._work, name="tensorboard", daemon=True)
         self._thread.start()
+        atexit.register(self.close)  # a run that stops on an error keeps what it queued
         if f"{CONFIG_TAG}/text_summary" not in kept:  # the first attempt's, once (the text plugin's tag)
             self._queue.put((self._start, (dict(config),)))
 
@@ -157,7 +162,10 @@ class TensorboardWriter:
         self._queue.put((self._final, (step, final)))
 
     def close(self) -> None:
-        """Write what is queued, flush and close the files."""
+        """Write what is queued, flush and close the files (once)."""
+        if not self._thread.is_alive():
+            return
+        atexit.unregister(self.close)
         self._queue.put(None)
         self._thread.join()
         for writer in self._writers.values():
