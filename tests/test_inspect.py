@@ -88,3 +88,24 @@ def test_bad_data_is_the_one_line_train_prints(tmp_path: Path) -> None:
         and "\n" not in proc.stderr.strip()
     )
     assert not (tmp_path / "x.png").exists()
+
+
+def test_an_image_folder_prints_its_class_folders_and_draws_them(tmp_path: Path) -> None:
+    """data=image_folder (class folders of PNG files): the counts per class and the grid."""
+    rng = np.random.default_rng(0)
+    for name, count in (("circle", 12), ("square", 8)):
+        (tmp_path / "shapes" / name).mkdir(parents=True)
+        for i in range(count):
+            pixels = rng.integers(0, 255, (10, 10, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "shapes" / name / f"{i}.png")
+    out = tmp_path / "shapes.png"
+    proc = inspect(
+        "data=image_folder", f"data.path={tmp_path / 'shapes'}", "data.image_size=[10,10]", "data.workers=0",
+        "data.batch_size=4", "data.test_fraction=0.25", f"data.cache_dir={tmp_path / 'cache'}", f"out={out}",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = class_rows(proc.stdout, ["circle", "square"])
+    assert {name: sum(counts) for name, counts in rows.items()} == {"circle": 12, "square": 8}
+    assert rows["circle"][2] == 3 and rows["square"][2] == 2  # a quarter of each class carved as test
+    columns = 4  # the train split's 13 images (20 less 5 test, 2 val): 4 columns by 4 rows
+    assert Image.open(out).size == (round(columns * INCHES * DPI), round(4 * INCHES * DPI))
