@@ -152,6 +152,11 @@ def fit(
     record)`` sees every validation record (a sweeper's pruning hook: it may raise TrialPruned);
     ``folds`` makes it a cross-validation run (``cross_validation.py``).
     """
+    if cfg.dry_run:  # a plan, not a run: nothing may train or be written
+        raise ConfigError(
+            "trainer.dry_run=true plans a run without training it: run python -m research.train with it, "
+            "or call research.dry_run.dry_run(cfg)"
+        )
     start_wall = time.perf_counter()
     replicas = replicas or Replicas(num_seeds=int(cfg.num_seeds))
     run = Run(

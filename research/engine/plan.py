@@ -13,7 +13,9 @@ is written. Per device it reads:
 - the largest transient of any program, from XLA's ``memory_analysis``: its peak less its
   arguments (activations, gradients, temporaries and outputs not written in place).
 
-The estimated peak is their sum; ``bench/plan_vs_measured.py`` compares it with a real run.
+The estimated peak is their sum, or the init program's transient (the state it creates) over
+the data, when that is larger: no state exists before init. ``bench/plan_vs_measured.py``
+compares it with a real run's measured peak.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class Plan:
     best_copy: int
     transient: int
     transient_program: str
+    init: int  # the init program's transient: the fresh state and its temporaries
     flops_per_step: float
     xla_flops_per_step: float | None
     programs: int
@@ -52,7 +55,8 @@ class Plan:
 
     @property
     def peak(self) -> int:
-        return self.parameters + self.other_state + self.data + self.best_copy + self.transient
+        running = self.parameters + self.other_state + self.data + self.best_copy + self.transient
+        return max(running, self.data + self.init)
 
     def summary(self) -> dict[str, Any]:
         fields = dataclasses.asdict(self)
@@ -65,10 +69,12 @@ def plan_run(run: Any) -> Plan:
     run.compile_ahead(resumed=False, step=0)
     compiled = run.programs.compiled_programs()
     state = _state_bytes(run.target, run.task.trainable)
-    transient, where = 0, ""
+    transient, where, init = 0, "", 0
     for kind, program in compiled:
         t = _transient(program)
-        if t > transient:
+        if kind == "init":
+            init = max(init, t)
+        elif t > transient:
             transient, where = t, kind
     train = [p for kind, p in compiled if kind == "train"]
     xla = xla_flops(train[0]) if train else None  # a loop's body counted once: one step
@@ -84,6 +90,7 @@ def plan_run(run: Any) -> Plan:
         best_copy=sum(state) if evaluating else 0,
         transient=transient,
         transient_program=where,
+        init=init,
         flops_per_step=run.programs.step_flops.total if run.programs.step_flops else 0.0,
         xla_flops_per_step=xla,
         programs=len(compiled),
@@ -198,12 +205,13 @@ def report(plan: Plan, name: str, limit: float | None, source: str) -> str:
         ("data on device", _size(plan.data)),
         ("best state copy", _size(plan.best_copy)),
         ("activations, temporaries", f"{_size(plan.transient)} (largest program: {plan.transient_program})"),
+        ("init (state and data only)", _size(plan.data + plan.init)),
         ("estimated peak", _size(plan.peak)),
     ]
     lines = [
         f"dry run: {name} on {plan.devices} x {plan.device_kind} (mesh {mesh}); nothing trained or written",
         "memory per device:",
-        *(f"  {label:<26}{value}" for label, value in rows),
+        *(f"  {label:<28}{value}" for label, value in rows),
         f"train step: {plan.flops_per_step / 1e9:.4g} GFLOP (matmuls and convolutions, all replicas){xla}",
         f"compile: {plan.programs} programs, traced in {plan.trace_s:.2f} s, "
         f"compiled in {plan.compile_s:.2f} s",

@@ -1,0 +1,120 @@
+"""The dry run's estimate of peak memory per device against a real run's measured peak, on the CPU.
+
+For each case: ``python -m research.train <case> trainer.dry_run=true`` prints the estimate (and
+fills the persistent compilation cache); then the same config trains for real in a fresh
+process, whose resident memory (``/proc/self/statm``, sampled every ``SAMPLE_S``) is read from
+just before ``experiment.run`` to its end: measured = the highest RSS less that baseline. On a
+CPU, device buffers are host memory, so this is the device memory the run used, plus what the
+process allocates besides (the compiler's working memory, which the warm cache keeps small;
+Python objects). Checkpoints and plots are off: an async save's host copy of the state is not
+device memory on an accelerator, and the plan does not count it.
+
+    python bench/plan_vs_measured.py               # every case, ~3 min on a 2-core CPU
+    python bench/plan_vs_measured.py --case mlp_4096
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMON = [
+    "logger=none",
+    "trainer.progress=false",
+    "trainer.plots=false",
+    "trainer.checkpoint.enabled=false",
+    "optimizer/schedule=constant",
+]
+CASES = {  # name: overrides; each trains a few hundred milliseconds' worth of steps, big state
+    "mlp_4096": [
+        "+experiment=digits_mlp", "model.hidden_sizes=[4096,4096,4096]", "trainer.max_steps=32",
+        "trainer.eval_every=16",
+    ],
+    "mlp_2048_batch_1024": [
+        "+experiment=digits_mlp", "model.hidden_sizes=[2048,2048]", "data.batch_size=1024",
+        "trainer.max_steps=16", "trainer.eval_every=8",
+    ],
+    "char_transformer": [
+        "+experiment=shakespeare_char_transformer", "model.dim=256", "model.depth=4", "model.mlp_dim=1024",
+        "data.batch_size=64", "data.context=128", "trainer.max_steps=16", "trainer.eval_every=8",
+        "data.eval_batch_size=64",
+    ],
+}  # fmt: skip
+SAMPLE_S = 0.002
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+
+
+def measure(overrides: list[str]) -> dict:
+    """Train ``overrides`` in this process; the highest RSS above the level before the run."""
+    from research import experiment
+    from research.config import compose_train
+
+    cfg = compose_train(overrides)
+    experiment.prepare(cfg)  # the data is loaded and the task built before the baseline
+    peak, done = [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], rss())
+            time.sleep(SAMPLE_S)
+
+    with tempfile.TemporaryDirectory() as run_dir:
+        baseline = rss()
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        summary = experiment.run(cfg, Path(run_dir))
+        done.set()
+        sampler.join()
+    return {"measured": peak[0] - baseline, "compile_s": summary["compile_s"]}
+
+
+def estimate(overrides: list[str]) -> float:
+    proc = subprocess.run(
+        [sys.executable, "-m", "research.train", *overrides, "trainer.dry_run=true"],
+        capture_output=True, text=True, cwd=ROOT, check=True,
+    )  # fmt: skip
+    print(proc.stdout, flush=True)
+    m = re.search(r"estimated peak\s+([\d.]+) (GB|MB|kB)", proc.stdout)
+    return float(m.group(1)) * {"GB": 1e9, "MB": 1e6, "kB": 1e3}[m.group(2)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--case", choices=sorted(CASES), action="append")
+    parser.add_argument("--measure", nargs="*", help=argparse.SUPPRESS)  # the child process
+    args = parser.parse_args()
+    if args.measure is not None:
+        print(json.dumps(measure(args.measure)))
+        return
+    rows = ["| case | estimated peak (MB) | measured peak (MB) | estimate / measured |", "|---|---|---|---|"]
+    for name in args.case or sorted(CASES):
+        overrides = [*CASES[name], *COMMON]
+        planned = estimate(overrides)
+        child = subprocess.run(
+            [sys.executable, __file__, "--measure", *overrides],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=True,
+        )
+        measured = json.loads(child.stdout.strip().splitlines()[-1])["measured"]
+        rows.append(f"| {name} | {planned / 1e6:,.0f} | {measured / 1e6:,.0f} | {planned / measured:.2f} |")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
