@@ -48,8 +48,11 @@ class Files:
     def key(self, root: str, *settings: object) -> str:
         """A digest of every file's name, size and time (relative to ``root``) and ``settings``."""
         digest = hashlib.sha256(repr(settings).encode())
-        for path, label, size, mtime in zip(self.paths, self.labels, self.sizes, self.mtimes, strict=True):
-            digest.update(f"{os.path.relpath(path, root)}\0{label}\0{size}\0{mtime}\n".encode())
+        prefix = len(os.path.join(root, ""))  # the paths are under root: cut it off, no relpath per file
+        rows = zip(self.paths, self.labels.tolist(), self.sizes, self.mtimes, strict=True)
+        digest.update(
+            "".join(f"{p[prefix:]}\0{label}\0{size}\0{mtime}\n" for p, label, size, mtime in rows).encode()
+        )
         return digest.hexdigest()[:20]
 
 

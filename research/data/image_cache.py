@@ -25,6 +25,7 @@ from research.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
+CHUNK = 256  # images a worker decodes per hand-over: one transfer between processes each, not one per image
 FORMAT = 1  # bumped when the record layout changes: older caches are then rebuilt
 # PIL modes by the channel count they decode to when data.channels is null (alpha is dropped).
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
@@ -56,7 +57,7 @@ class Decoding:
 
 
 class Decode:
-    """path -> {"image": (H, W, C) uint8} or {"error": one line}: what each grain worker runs."""
+    """path -> {"image": (H, W, C) uint8} or {"error": one line}."""
 
     def __init__(self, decoding: Decoding):
         self.decoding = decoding
@@ -77,6 +78,24 @@ class Decode:
         except (OSError, ValueError, SyntaxError) as err:  # truncated, not an image, unreadable
             return {"error": f"{path}: cannot read this image ({str(err).splitlines()[0]}): fix or remove it"}
         return {"image": pixels}
+
+
+class DecodeChunk:
+    """paths -> {"images": (k, H, W, C) uint8} or {"error": one line}: what each grain worker runs."""
+
+    def __init__(self, decoding: Decoding):
+        self.decode = Decode(decoding)
+
+    def __call__(self, paths: tuple[str, ...]) -> dict:
+        images = []
+        for path in paths:
+            item = self.decode(path)
+            if "error" in item:
+                return item
+            if images and item["image"].shape != images[0].shape:
+                return {"error": _mixed(path, item["image"].shape[-1], paths[0], images[0].shape[-1])}
+            images.append(item["image"])
+        return {"images": np.stack(images)}
 
 
 def _to_mode(image, channels: int):
@@ -159,12 +178,18 @@ def _make_folder(folder: Path, cache_dir: str) -> None:
 
 
 def decoded(files: Files, decoding: Decoding, workers: int):
-    """Each file's pixels in order: decoded in ``workers`` grain processes (0: in this one)."""
+    """The files' pixels in order, ``CHUNK`` at a time: decoded in ``workers`` grain processes
+    (0: by grain's threads in this one)."""
     import grain
 
-    dataset = grain.MapDataset.source(list(files.paths)).map(Decode(decoding)).to_iter_dataset()
+    chunks = [files.paths[i : i + CHUNK] for i in range(0, len(files), CHUNK)]
+    dataset = grain.MapDataset.source(chunks).map(DecodeChunk(decoding)).to_iter_dataset()
     if workers > 0:
         absl_flags_parsed()
+        # Chunks travel pickled, not in shared memory, which grain frees in a thread of its own
+        # that may not run before the process ends (a "leaked shared_memory" warning).
+        no_shm = grain.experimental.DatasetOptions(min_shm_size=np.iinfo(np.int64).max)
+        dataset = grain.experimental.WithOptionsIterDataset(dataset, no_shm)
         dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
     return dataset
 
@@ -183,18 +208,18 @@ def _convert(files: Files, decoding: Decoding, out: Path, workers: int) -> tuple
 
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     writer = ArrayRecordWriter(str(tmp), "group_size:1")
-    shape, first = None, None
+    shape = None
     iterator = iter(decoded(files, decoding, workers))
     try:
-        for path, item in zip(files.paths, iterator, strict=True):
+        for start, item in zip(range(0, len(files), CHUNK), iterator, strict=True):
             if "error" in item:
                 raise DataError(item["error"])
-            image = np.ascontiguousarray(item["image"])
-            if shape is None:
-                shape, first = image.shape, path
-            elif image.shape != shape:
-                raise DataError(_mixed(path, image.shape[-1], first, shape[-1]))
-            writer.write(image.tobytes())
+            images = item["images"]
+            shape = shape or images.shape[1:]
+            if images.shape[1:] != shape:
+                raise DataError(_mixed(files.paths[start], images.shape[-1], files.paths[0], shape[-1]))
+            for image in images:
+                writer.write(np.ascontiguousarray(image).tobytes())
         writer.close()
         os.replace(tmp, out)
     finally:
