@@ -266,7 +266,8 @@ def compare_report(
         report.notes.append(f"tables: {out_dir / TABLE_NAME}.md, .tex, .csv")
         written = plot_curves(rows, keys, out_dir, boot)
         if written:
-            report.notes.append(f"plots: {', '.join(str(p) for p in written)}")
+            names = ", ".join(p.name for p in written)
+            report.notes.append(f"plots: {len(written)} PNGs in {out_dir}: {names}")
     return report
 
 
