@@ -12,11 +12,12 @@ from __future__ import annotations
 import itertools
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from research.console import fail, print_summary, report_errors
-from research.errors import UserError
+from research.console import print_summary, report_errors
+from research.errors import ConfigError, UserError
 from research.paths import CONF_DIR
 
 EXPERIMENTS_DIR = CONF_DIR / "experiment"
@@ -198,17 +199,38 @@ def preflight(argv: list[str] | None = None) -> None:
     overrides, multirun, skip, config_dirs = _split_args(argv)
     if skip:
         return
+    from research.engine.run_dir import writable_or_raise
+
+    run_dir = None
     with report_errors():
-        overrides = _with_search_path(overrides, config_dirs)
+        cfg = compose_checked(overrides, multirun, config_dirs)
+        if not multirun and (run_dir := _run_dir(cfg)) is not None:
+            writable_or_raise(run_dir)
+        if cfg.trainer.dry_run:  # memory, FLOPs and compile time, then exit: nothing is created
+            from research.dry_run import dry_run
+
+            dry_run(cfg, multirun)
+            sys.exit(0)
+    if not multirun and run_dir is not None:
+        with report_errors():
+            if check_rerun(cfg, run_dir) is not None:
+                sys.exit(0)
+            start_attempt(run_dir)
+
+
+def compose_checked(overrides: Sequence[str], multirun: bool = False, config_dirs: Sequence[str] = ()) -> Any:
+    """The config ``python -m research.train <overrides>`` runs (with Hydra's node), every value checked
+    (in a multirun each swept value), or a ConfigError (UserError) with the line the CLI prints.
+
+    The Python API (``research.api``) composes here too, so a bad override is the same line there.
+    """
+    overrides = _with_search_path(list(overrides), list(config_dirs))
     import yaml
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     from research.config import check, register_resolvers
-    from research.engine.run_dir import writable_or_raise
-    from research.engine.tensorboard import check_tensorboard
-    from research.engine.writers import check_wandb
 
     register_resolvers()
     try:
@@ -216,37 +238,23 @@ def preflight(argv: list[str] | None = None) -> None:
             for variant in itertools.islice(_variants(overrides, multirun), 64):
                 cfg = compose("train", overrides=variant, return_hydra_config=True)
                 check(cfg)
-        if not multirun and (run_dir := _run_dir(cfg)) is not None:
-            writable_or_raise(run_dir)
-        check_wandb(_logger_settings(cfg))  # W&B online without a login or a server: one line
-        check_tensorboard(_logger_settings(cfg, "tensorboard"))  # a bad setting, no tensorboardX
+        check_loggers(cfg)
         if multirun:
             from research.launch.slurm import check_launcher
             from research.sweep.space import check_sweeper
 
             check_launcher(cfg.hydra.launcher)  # e.g. a partition Slurm does not have
             check_sweeper(cfg.hydra.sweeper)  # an Optuna search: its direction, counts and space
-    except UserError as e:
-        fail(str(e))
+    except UserError:
+        raise
     except (HydraException, OmegaConfBaseException, ValueError) as e:
-        fail(_explain(e))
+        raise ConfigError(_explain(e)) from None
     except yaml.YAMLError as e:  # a damaged YAML file of ours or of a --config-dir
         mark = getattr(e, "problem_mark", None)
         where = f"{mark.name}, line {mark.line + 1}" if mark else "a config file"
-        fail(
-            f"{where} is not valid YAML ({getattr(e, 'problem', None) or type(e).__name__}): fix or remove it"
-        )
-    if cfg.trainer.dry_run:  # memory, FLOPs and compile time, then exit: nothing is created
-        from research.dry_run import dry_run
-
-        with report_errors():
-            dry_run(cfg, multirun)
-        sys.exit(0)
-    if not multirun and run_dir is not None:
-        with report_errors():
-            if check_rerun(cfg, run_dir) is not None:
-                sys.exit(0)
-            start_attempt(run_dir)
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise ConfigError(f"{where} is not valid YAML ({problem}): fix or remove it") from None
+    return cfg
 
 
 ATTEMPT: dict[str, Any] = {}  # the single run's attempt, made in preflight before Hydra writes anything
@@ -265,7 +273,16 @@ def start_attempt(run_dir: Path) -> Any:
     return attempt
 
 
-def _logger_settings(cfg: Any, logger: str = "wandb") -> dict | None:
+def check_loggers(cfg: Any) -> None:
+    """W&B online without a login or a server, a bad TensorBoard setting or no tensorboardX: one line."""
+    from research.engine.tensorboard import check_tensorboard
+    from research.engine.writers import check_wandb
+
+    check_wandb(logger_settings(cfg))
+    check_tensorboard(logger_settings(cfg, "tensorboard"))
+
+
+def logger_settings(cfg: Any, logger: str = "wandb") -> dict | None:
     """``logger.<logger>`` as plain settings, None when that logger is off."""
     from omegaconf import OmegaConf
 

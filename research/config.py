@@ -20,6 +20,7 @@ from research.errors import ConfigError
 from research.paths import CONF_DIR
 
 TARGET_GROUPS = ("model", "task")  # config groups whose keys are the arguments of their _target_
+IMPORTED_GROUPS = ("data", *TARGET_GROUPS)  # config groups whose _target_ must import
 
 # key, types accepted, predicate on the value, what the predicate requires
 CHECKS: list[tuple[str, tuple, Any, str]] = [
@@ -45,8 +46,10 @@ def check(cfg: DictConfig) -> None:
             raise ConfigError(f"{key} must be {requirement}, got {node!r}")
     if "trainer" in cfg:
         trainer_settings(cfg)
-    for group in TARGET_GROUPS:
-        _check_parameters(group, cfg.get(group))
+    for group in IMPORTED_GROUPS:
+        target = _target(group, cfg.get(group))
+        if group in TARGET_GROUPS and target is not None:
+            _check_parameters(group, cfg.get(group), target)
 
 
 def trainer_settings(cfg: DictConfig) -> TrainerConfig:
@@ -54,20 +57,47 @@ def trainer_settings(cfg: DictConfig) -> TrainerConfig:
     return TrainerConfig.from_dict(OmegaConf.to_container(cfg.trainer, resolve=True))
 
 
-def _check_parameters(group: str, node: Any) -> None:
+def _target(group: str, node: Any) -> Any:
+    """The object ``<group>._target_`` names (None without one), or one line saying it cannot be
+    imported: a class defined in a notebook or a script (``__main__``) exists only in that process.
+    """
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        return None
+    try:
+        return import_target(node._target_)
+    except Exception:  # noqa: BLE001 - any import failure is the same bad _target_ to the user
+        where = (
+            ": it was defined in a notebook or script; open the run in a process that defines it "
+            "(research.Experiment.open), or move it into a module"
+            if str(node._target_).startswith("__main__.")
+            else ""
+        )
+        raise ConfigError(f"{group}._target_={node._target_!r} cannot be imported{where}") from None
+
+
+def import_target(name: str) -> Any:
+    """The object a ``_target_`` names, as Hydra finds it, without the error Hydra logs first when it
+    cannot (the caller's one line says it).
+    """
+    import logging
+
+    from hydra.utils import get_object
+
+    logger = logging.getLogger("hydra.utils")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        return get_object(name)
+    finally:
+        logger.setLevel(level)
+
+
+def _check_parameters(group: str, node: DictConfig, target: Any) -> None:
     """Every key of ``node`` is a parameter of its ``_target_``: a recipe's ``model.channels``
     left over after ``model=resnet`` is one line here, not a TypeError inside the first trace.
     """
     import inspect
 
-    from hydra.utils import get_object
-
-    if not isinstance(node, DictConfig) or "_target_" not in node:
-        return
-    try:
-        target = get_object(node._target_)
-    except Exception:  # noqa: BLE001 - any import failure is the same bad _target_ to the user
-        raise ConfigError(f"{group}._target_={node._target_!r} cannot be imported") from None
     # NNX module classes hide __init__'s signature behind their metaclass: read it directly.
     params = inspect.signature(target.__init__ if inspect.isclass(target) else target).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
@@ -133,6 +163,13 @@ def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> DictConfig:
         raise ConfigError(
             f"{path} cannot be read ({type(e).__name__}): the run's config is damaged"
         ) from None
+    return apply_overrides(cfg, overrides, f"see {path}")
+
+
+def apply_overrides(cfg: DictConfig, overrides: Sequence[str], where: str = "") -> DictConfig:
+    """``group=choice``, ``a.b=value`` and ``+evaluators=...`` on a composed config, in place (a saved
+    run's, or one a notebook holds); ``where`` says where its keys can be read.
+    """
     for override in overrides:
         key, _, value = override.partition("=")
         key = key.lstrip("+")
@@ -144,7 +181,8 @@ def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> DictConfig:
                 raise ConfigError(f"{key}={value}: no such config group")
             cfg[key] = composed[key]
         elif OmegaConf.select(cfg, key, default="__absent__") == "__absent__":
-            raise ConfigError(f"unknown config key {key!r} in the run's config (see {path})")
+            hint = f" ({where})" if where else ""
+            raise ConfigError(f"unknown config key {key!r} in the run's config{hint}")
         else:
             import yaml
 

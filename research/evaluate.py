@@ -11,12 +11,10 @@ checkpoint reproduces the test metrics of its ``summary.json``.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from research import console
-from research.errors import ConfigError
 
 USAGE = (
     "usage: python -m research.evaluate run=<run dir> [checkpoint=best|latest|<step>] [split=test] "
@@ -31,31 +29,18 @@ def parse(argv: list[str]) -> tuple[dict[str, str], list[str]]:
 
 def evaluate(run_dir: Path, checkpoint: str, split: str, overrides: list[str]) -> dict:
     """Restore ``checkpoint`` of ``run_dir`` and evaluate it on ``split``; returns what eval.json holds
-    (the images go to ``<run dir>/plots/eval/``).
+    (written with it; the images go to ``<run dir>/plots/eval/``).
     """
-    import numpy as np
+    from research.experiment import evaluate_saved
 
-    from research.experiment import open_saved
-
-    opened = open_saved(run_dir, overrides, checkpoint)
-    dataset = opened.built.dataset
-    if dataset is not None and split not in dataset.splits:
-        raise ConfigError(f"split={split!r}: the data has splits {sorted(dataset.splits)}")
-    evaluators = {**opened.built.task.evaluators(), **opened.built.evaluators}
-    outcome = opened.saved.evaluate(opened.state, opened.step, evaluators, split)
-    write_images(Path(run_dir), outcome.images)
-    arrays = {k: np.asarray(v).tolist() for k, v in outcome.arrays.items()}
-    return {"checkpoint_step": opened.step, "split": split, **outcome.scalars, **arrays}
+    return evaluate_saved(run_dir, checkpoint, split, overrides)
 
 
 def write_images(run_dir: Path, images: dict) -> None:
     """An evaluation's images as ``<run dir>/plots/eval/<split>_<name>.png``."""
-    from research.engine.writers import save_png
+    from research.experiment import write_images as write
 
-    for key, image in images.items():
-        path = run_dir / "plots" / "eval" / f"{key.replace('/', '_')}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_png(path, image)
+    write(run_dir, images)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,7 +49,6 @@ def main(argv: list[str] | None = None) -> None:
         options, overrides = parse(argv)
         run_dir = Path(options["run"]).expanduser()
         out = evaluate(run_dir, options["checkpoint"], options["split"], overrides)
-    (run_dir / "eval.json").write_text(json.dumps(out, indent=2) + "\n")
     console.print_summary({k: v for k, v in out.items() if not isinstance(v, list)})
     print(f"wrote {run_dir / 'eval.json'}")
 

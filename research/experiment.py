@@ -97,6 +97,11 @@ def prepare(cfg: DictConfig) -> Built:
     return built
 
 
+def keep(cfg: DictConfig, built: Built) -> None:
+    """The next ``build`` of ``cfg`` returns ``built`` (a notebook's cached build: its data read once)."""
+    _PREPARED[_key(cfg)] = built
+
+
 def check_init_from(cfg: DictConfig, built: Built) -> None:
     """``trainer.init_from`` names a checkpoint, and not one trained on other classes of as many (the
     head's shape would fit, so it would load and score the source run's classes under this run's
@@ -337,3 +342,34 @@ def open_saved(
     if replica is not None:
         state = saved.replica(state, replica)
     return Opened(cfg, built, saved, step, state)
+
+
+def evaluate_saved(run_dir: str | Path, checkpoint: str, split: str, overrides: Sequence[str] = ()) -> dict:
+    """Restore ``checkpoint`` of ``run_dir`` and run its evaluators on ``split`` (research.evaluate, the
+    Python API); returns what it writes to ``<run dir>/eval.json``, the images to ``plots/eval/``.
+    """
+    import json
+
+    import numpy as np
+
+    opened = open_saved(run_dir, overrides, checkpoint)
+    dataset = opened.built.dataset
+    if dataset is not None and split not in dataset.splits:
+        raise ConfigError(f"split={split!r}: the data has splits {sorted(dataset.splits)}")
+    evaluators = {**opened.built.task.evaluators(), **opened.built.evaluators}
+    outcome = opened.saved.evaluate(opened.state, opened.step, evaluators, split)
+    write_images(Path(run_dir), outcome.images)
+    arrays = {k: np.asarray(v).tolist() for k, v in outcome.arrays.items()}
+    out = {"checkpoint_step": opened.step, "split": split, **outcome.scalars, **arrays}
+    (Path(run_dir) / "eval.json").write_text(json.dumps(out, indent=2) + "\n")
+    return out
+
+
+def write_images(run_dir: Path, images: dict) -> None:
+    """An evaluation's images as ``<run dir>/plots/eval/<split>_<name>.png``."""
+    from research.engine.writers import save_png
+
+    for key, image in images.items():
+        path = run_dir / "plots" / "eval" / f"{key.replace('/', '_')}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_png(path, image)

@@ -8,10 +8,15 @@ import numpy as np
 
 
 def pyplot():
-    """matplotlib.pyplot on the Agg backend (no display), imported on first use."""
+    """matplotlib.pyplot on the Agg backend (no display), imported on first use; in a notebook's
+    kernel its own backend stays (it renders with Agg too), or the user's figures would stop showing.
+    """
+    import sys
+
     import matplotlib
 
-    matplotlib.use("Agg")
+    if "ipykernel" not in sys.modules:
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt

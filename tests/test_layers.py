@@ -22,7 +22,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("engine",),  # the loop, checkpoints, records: knows no task
     ("tasks", "evaluators"),  # what is learned and how it is measured
     ("config", "experiment", "rerun", "dry_run", "run_dirs"),  # the build: where config meets code
-    ("cli", "launch", "sweep"),  # what the commands share: preflight, launchers, searches
+    ("cli", "api", "launch", "sweep"),  # what the commands share: preflight, Python API, launchers, searches
     # the commands; data.inspect is one inside the data room (it composes configs: research/data/inspect.py)
     ("train", "evaluate", "export", "sample", "generate", "compare", "study", "data.inspect"),
 ]
