@@ -4,9 +4,10 @@ Reads what every run directory already holds (``.hydra/config.yaml``, ``summary.
 ``metrics.jsonl``) and prints a table with a line per configuration and final metric: the
 config values that differ between runs, the number of samples n, their mean, its bootstrap
 interval, the interquartile mean and the sample std (``research.statistics``). Runs that
-differ only by ``seed`` form one configuration (a run trained with ``trainer.num_seeds`` > 1
-contributes each of its seeds); folds group like seeds (single-fold runs that differ only by
-``trainer.cv_fold``, and each fold of a ``trainer.cv_folds`` run). ``--versus K`` adds the
+differ only by ``seed`` or ``trainer.num_seeds`` form one configuration (a run trained with
+``trainer.num_seeds`` > 1 contributes each of its seeds; a ``trainer.vmap_over`` grid splits
+into its values, each with its seeds); folds group like seeds (single-fold runs that differ
+only by ``trainer.cv_fold``, and each fold of a ``trainer.cv_folds`` run). ``--versus K`` adds the
 probability that a run of each configuration scores higher than a run of configuration K.
 The table is also written as Markdown, LaTeX and CSV, beside one PNG of learning curves per
 metric (the mean over the samples, its interval shaded). No network: W&B is the online
@@ -32,8 +33,9 @@ from research.engine.plots import SPREAD_SUFFIX, Band, band_curves
 from research.errors import UserError
 from research.run_dirs import MISSING, Run, default_metrics, differing_params, find_runs, is_number
 
-SEED_KEY = "seed"
-FOLD_KEY = "trainer.cv_fold"  # grouped like the seed: the folds of one cross-validation
+# Keys that say which samples a run drew, not what it trained: runs differing only in them are
+# one configuration (the seed, how many seeds one program trained, the fold of a cross-validation).
+SAMPLE_KEYS = ("seed", "trainer.num_seeds", "trainer.cv_fold")
 TABLE_NAME = "table"  # <out>/table.md, table.tex, table.csv
 DEFAULT_BOOTSTRAP = statistics.Bootstrap()
 
@@ -82,7 +84,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
     def _runs(self, row: Row) -> str:
-        return ",".join(_short(r.path, self.root) + ("" if r.finished else "*") for r in row.runs)
+        return ",".join(_short(r.path, self.root) + r.part + ("" if r.finished else "*") for r in row.runs)
 
     def header(self) -> list[str]:
         level = f"{self.boot.confidence:.0%}"
@@ -185,7 +187,7 @@ def build_report(
 
 def _label(row: Row, keys: Sequence[str]) -> str:
     if not keys:
-        return f"#{row.number} " + ",".join(r.path.name for r in row.runs)
+        return f"#{row.number} " + ",".join(r.path.name + r.part for r in row.runs)
     return f"#{row.number} " + ", ".join(
         f"{k.rsplit('.', 1)[-1]}={v}" for k, v in zip(keys, row.values, strict=True)
     )
@@ -249,7 +251,7 @@ def compare_report(
 ) -> Report:
     """The report; with ``out_dir``, its tables (``table.md|tex|csv``) and the curve PNGs written there."""
     runs = find_runs(paths)
-    keys = [k for k in differing_params(runs, ignore, all_keys) if k not in (SEED_KEY, FOLD_KEY)]
+    keys = [k for k in differing_params(runs, ignore, all_keys) if k not in SAMPLE_KEYS]
     available = default_metrics(runs)
     chosen = list(metrics) if metrics else available
     unknown = [m for m in chosen if m not in available]

@@ -24,6 +24,10 @@ PER_REPLICA_SUFFIXES = ("_per_seed", "_per_fold")
 NOISE_KEYS = ("*conv_impl",)
 INTERPOLATION = "${"  # an unresolved interpolation: it differs only where what it names differs
 MISSING = "-"
+GRID_KEY = "trainer.vmap_over"
+# What a grid's replicas read as once split: single runs of their value, which they equal.
+UNGRIDDED = {GRID_KEY: None, "trainer.vmap_values": []}
+PER_SEED = "_per_seed"
 
 
 @dataclass
@@ -32,6 +36,7 @@ class Run:
     params: dict[str, Any]  # the config, flattened to dotted keys
     summary: dict[str, Any]  # empty while the run is unfinished
     history: list[dict] = field(default_factory=list)
+    part: str = ""  # which replicas of the run's grid this is (``[learning_rate=0.01]``), if any
 
     @property
     def finished(self) -> bool:
@@ -119,7 +124,43 @@ def find_runs(paths: Sequence[Path]) -> list[Run]:
             holds = " or ".join(RUN_FILES)
             raise UserError(f"no run directories under {root}: a run directory holds {holds}")
     unique = sorted(set(found), key=_natural_key)
-    return [load_run(p) for p in unique]
+    return [part for p in unique for part in split_grid(load_run(p))]
+
+
+def split_grid(run: Run) -> list[Run]:
+    """A run that trained a grid in one program (``trainer.vmap_over``) as one run per grid
+    value, holding that value's seeds: it compares with, and groups like, single runs.
+    """
+    key = run.params.get(GRID_KEY)
+    replicas = run.summary.get(f"replicas/{key}") if key else None
+    if not isinstance(replicas, list) or len(set(map(json.dumps, replicas))) < 2:
+        return [run]
+    parts = []
+    for value in dict.fromkeys(replicas):
+        keep = [i for i, v in enumerate(replicas) if v == value]
+        parts.append(
+            Run(
+                path=run.path,
+                params={**run.params, **UNGRIDDED, key: value},
+                summary=_replicas(run.summary, keep, len(replicas)),
+                history=[_replicas(r, keep, len(replicas)) for r in run.history],
+                part=f"[{key.rsplit('.', 1)[-1]}={value}]",
+            )
+        )
+    return parts
+
+
+def _replicas(record: dict, keep: list[int], count: int) -> dict:
+    """A record of the replicas ``keep`` alone: their values and mean; the spread of all goes."""
+    out = dict(record)
+    for name, values in record.items():
+        if name.endswith(PER_SEED) and isinstance(values, list) and len(values) == count:
+            metric = name[: -len(PER_SEED)]
+            out[name] = [values[i] for i in keep]
+            if all(is_number(v) for v in out[name]):
+                out[metric] = sum(out[name]) / len(keep)
+            out.pop(metric + SPREAD_SUFFIX, None)
+    return out
 
 
 def _is_noise(key: str, runs: Sequence[Run]) -> bool:

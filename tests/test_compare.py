@@ -168,7 +168,8 @@ def test_eight_seeds_and_five_folds_mean_interval_iqm_and_improvement(tmp_path, 
     got = {(line["row"], line["metric"]): line for line in lines}
     final_val = {("2", "val/accuracy"), ("3", "val/accuracy")}  # seed runs: the last record's
     assert set(got) == {("1", "cv/accuracy"), ("2", "test/accuracy"), ("3", "test/accuracy"), *final_val}
-    assert lines[0].keys() >= {"trainer.num_seeds", "trainer.cv_folds", "optimizer.learning_rate"}
+    assert "trainer.num_seeds" not in lines[0], "how many seeds a program trained is not a setting"
+    assert lines[0].keys() >= {"trainer.cv_folds", "optimizer.learning_rate"}
 
     x, y, folds = seed_values(0.01), seed_values(0.001), np.array(FOLDS)
     for key, samples in (
@@ -197,7 +198,7 @@ def test_eight_seeds_and_five_folds_mean_interval_iqm_and_improvement(tmp_path, 
     # The same numbers, rounded, in the printed Markdown and the LaTeX table.
     compare.main([*argv, "--no-plots"])
     header, rows = parse_table(capsys.readouterr().out)
-    keys = ["optimizer.learning_rate", "trainer.cv_folds", "trainer.num_seeds"]
+    keys = ["optimizer.learning_rate", "trainer.cv_folds"]
     assert header == ["#", *keys, *HEADER[1:-1], "P(> #3)", "runs"]
     first = by_row_and_metric(rows)["2", "test/accuracy"]
     assert first["n"] == "8" and first["mean"] == f"{x.mean():.4g}" and first["IQM"] == f"{middle_of(x):.4g}"
@@ -226,6 +227,33 @@ def test_curves_shade_the_seeds_interval_and_skip_spreads(tmp_path):
     written = compare.plot_curves(rows, keys, tmp_path / "plots", compare.DEFAULT_BOOTSTRAP)
     assert [p.name for p in written] == ["val_accuracy.png"], "a spread (_std) is a band, not a curve"
     assert written[0].read_bytes().startswith(PNG_MAGIC)
+
+
+def test_a_learning_rate_grid_in_one_run_splits_into_its_values(tmp_path):
+    """trainer.vmap_over: each grid value's seeds are a configuration, grouped with single runs."""
+    grid = config(0.001, 0, num_seeds=2, vmap_over="optimizer.learning_rate", vmap_values=[0.01, 0.001])
+    per_replica = [0.9, 0.92, 0.8, 0.84]  # (0.01, seed 0), (0.01, seed 1), (0.001, seed 0), (0.001, seed 1)
+    summary = {
+        "test/accuracy": 0.865,
+        "test/accuracy_std": 0.05,
+        "test/accuracy_per_seed": per_replica,
+        "replicas/optimizer.learning_rate": [0.01, 0.01, 0.001, 0.001],
+        "replicas/seed_index": [0, 1, 0, 1],
+    }
+    history = [{"step": 8, "val/accuracy": 0.5, "val/accuracy_per_seed": [0.6, 0.6, 0.4, 0.4]}]
+    write_run(tmp_path / "grid", grid, summary, history)
+    single = config(0.01, 5) | {
+        "trainer": {"num_seeds": 1, "cv_folds": None, "vmap_over": None, "vmap_values": []}
+    }
+    write_run(tmp_path / "single", single, {"test/accuracy": 0.94}, [])
+    header, rows = parse_table(compare.compare([tmp_path], metrics=["test/accuracy"]))
+    assert header == ["#", "optimizer.learning_rate", *HEADER[1:]]
+    by_lr = {r["optimizer.learning_rate"]: r for r in rows}
+    assert by_lr["0.01"]["n"] == "3" and float(by_lr["0.01"]["mean"]) == pytest.approx(0.92)
+    assert by_lr["0.01"]["runs"] == "grid[learning_rate=0.01],single"
+    assert by_lr["0.001"]["n"] == "2" and float(by_lr["0.001"]["mean"]) == pytest.approx(0.82)
+    runs = compare.find_runs([tmp_path / "grid"])
+    assert [r.curve("val/accuracy") for r in runs] == [{8: [0.6, 0.6]}, {8: [0.4, 0.4]}]
 
 
 def test_config_noise_is_left_out_unless_asked_for(tmp_path):
