@@ -38,6 +38,7 @@ from research.run_dirs import MISSING, Run, default_metrics, differing_params, f
 SAMPLE_KEYS = ("seed", "trainer.num_seeds", "trainer.cv_fold")
 TABLE_NAME = "table"  # <out>/table.md, table.tex, table.csv
 DEFAULT_BOOTSTRAP = statistics.Bootstrap()
+STD_HEADER = f"std (ddof={statistics.DDOF})"  # the one spread, named where it is shown
 
 
 @dataclass
@@ -89,7 +90,7 @@ class Report:
     def header(self) -> list[str]:
         level = f"{self.boot.confidence:.0%}"
         versus = [f"P(> #{self.versus})"] if self.versus else []
-        return ["#", *self.keys, "metric", "n", "mean", f"{level} CI", "IQM", "std", *versus, "runs"]
+        return ["#", *self.keys, "metric", "n", "mean", f"{level} CI", "IQM", STD_HEADER, *versus, "runs"]
 
     def cells(self) -> list[list[str]]:
         """The human-readable cells (Markdown, LaTeX)."""
@@ -108,7 +109,8 @@ class Report:
     def csv(self) -> str:
         """Every number at full precision, one column each (no brackets to parse)."""
         level = f"ci{round(100 * self.boot.confidence)}"
-        header = ["row", *self.keys, "metric", "n", "mean", f"{level}_low", f"{level}_high", "iqm", "std"]
+        spread = f"std_ddof{statistics.DDOF}"
+        header = ["row", *self.keys, "metric", "n", "mean", f"{level}_low", f"{level}_high", "iqm", spread]
         if self.versus:
             p = f"p_gt_row{self.versus}"
             header += [p, f"{p}_{level}_low", f"{p}_{level}_high"]

@@ -25,7 +25,7 @@ from tests.conftest import parse_table
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LEARNING_RATES = (0.01, 0.001)
 SEEDS = (0, 1, 2)
-HEADER = ["#", "metric", "n", "mean", "95% CI", "IQM", "std", "runs"]
+HEADER = ["#", "metric", "n", "mean", "95% CI", "IQM", "std (ddof=1)", "runs"]
 
 
 def write_run(path: Path, config: dict, summary: dict | None, history: list[dict]) -> None:
@@ -91,7 +91,7 @@ def test_seed_sweep_table_is_mean_and_sample_std_of_the_summaries(tmp_path, caps
         values = [summaries[(lr, s)][row["metric"]] for s in SEEDS]
         assert row["n"] == str(len(SEEDS)) and row["runs"] == ("0,1,2" if lr == 0.01 else "3,4,5")
         assert float(row["mean"]) == pytest.approx(statistics.mean(values), rel=1e-3)
-        assert float(row["std"]) == pytest.approx(statistics.stdev(values), rel=0.05)  # ddof=1
+        assert float(row["std (ddof=1)"]) == pytest.approx(statistics.stdev(values), rel=0.05)  # ddof=1
         low, high = (float(x) for x in row["95% CI"].strip("[]").split(","))
         assert min(values) - 1e-3 <= low <= float(row["mean"]) <= high <= max(values) + 1e-3  # rounded
     assert "std: sample std (ddof=1)" in out
@@ -180,7 +180,7 @@ def test_eight_seeds_and_five_folds_mean_interval_iqm_and_improvement(tmp_path, 
         line = got[key]
         assert int(line["n"]) == len(samples)
         assert float(line["mean"]) == pytest.approx(samples.mean(), abs=1e-12)
-        assert float(line["std"]) == pytest.approx(samples.std(ddof=1), abs=1e-12)
+        assert float(line["std_ddof1"]) == pytest.approx(samples.std(ddof=1), abs=1e-12)
         middle = np.sort(samples)[len(samples) // 4 : len(samples) - len(samples) // 4]  # 4 of 8, 3 of 5
         assert float(line["iqm"]) == pytest.approx(middle.mean(), abs=1e-12)
         low, high = reference_interval(samples, seed=seed, resamples=resamples)
@@ -279,7 +279,7 @@ def test_runs_differing_in_more_than_seed_are_separate_rows(tmp_path, capsys):
     compare.main([str(tmp_path / "a"), str(tmp_path / "b"), "--no-plots"])
     header, rows = parse_table(capsys.readouterr().out)
     assert header == ["#", "data.batch_size", *HEADER[1:]]
-    assert [(r["data.batch_size"], r["n"], r["mean"], r["95% CI"], r["std"]) for r in rows] == [
+    assert [(r["data.batch_size"], r["n"], r["mean"], r["95% CI"], r["std (ddof=1)"]) for r in rows] == [
         ("32", "1", "0.5", "-", "-"),
         ("64", "1", "0.7", "-", "-"),
     ]
@@ -302,7 +302,7 @@ def test_vmapped_seeds_and_unfinished_runs(tmp_path):
     header, rows = parse_table(text)
     assert "test/accuracy_std" not in {r["metric"] for r in rows}, "a spread is not a metric"
     by_lr = {r["optimizer.learning_rate"]: r for r in rows}
-    assert (by_lr["0.01"]["n"], by_lr["0.01"]["mean"], by_lr["0.01"]["std"]) == ("3", "0.6", "0.1")
+    assert (by_lr["0.01"]["n"], by_lr["0.01"]["mean"], by_lr["0.01"]["std (ddof=1)"]) == ("3", "0.6", "0.1")
     assert by_lr["0.1"]["mean"] == "0.2" and by_lr["0.1"]["runs"] == "live*"
     assert "unfinished" in text
 

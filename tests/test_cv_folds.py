@@ -181,5 +181,5 @@ def test_compare_groups_folds_like_seeds(tmp_path: Path) -> None:
     by_lr = {row["optimizer.learning_rate"]: row for row in rows}
     samples = np.array([0.8, 0.85, 0.9, 0.95, 1.0, 0.7, 0.75])
     assert by_lr["0.001"]["n"] == "7" and by_lr["0.001"]["mean"] == f"{samples.mean():.4g}"
-    assert by_lr["0.001"]["std"] == f"{samples.std(ddof=1):.2g}"
+    assert by_lr["0.001"]["std (ddof=1)"] == f"{samples.std(ddof=1):.2g}"
     assert by_lr["0.01"]["n"] == "2"
