@@ -100,7 +100,11 @@ class Experiment:
     # -- training -------------------------------------------------------------------------------
 
     def train(self) -> dict:
-        """Train (or continue, or find finished) the run in ``run_dir``; returns its summary."""
+        """Train (or continue, or find finished) the run in ``run_dir``; returns its summary.
+
+        Interrupting the kernel saves a checkpoint and raises ``Interrupted``; ``train()`` again resumes.
+        """
+        from research.engine.preemption import ctrl_c_saves
         from research.engine.run_dir import writable_or_raise
 
         cfg, run_dir = self.cfg, self.run_dir
@@ -114,7 +118,7 @@ class Experiment:
         succeeded = False
         try:
             self._write_config()
-            with console.recorded(run_dir / "train.log"):
+            with console.recorded(run_dir / "train.log"), ctrl_c_saves():  # a kernel's interrupt saves
                 summary = experiment.run(cfg, run_dir)
                 console.print_summary(summary, cli.headline(self.built.task))
             succeeded = True

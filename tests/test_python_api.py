@@ -6,6 +6,7 @@ import collections
 import functools
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -189,3 +190,32 @@ def test_a_cell_run_again_reuses_the_build_and_the_compiled_programs(tmp_path: P
     assert again.train()["test/accuracy"] == first.summary["test/accuracy"]
     assert events["/jax/compilation_cache/cache_hits"] > 0
     assert events["/jax/compilation_cache/cache_misses"] == 0
+
+
+@pytest.mark.slow
+def test_interrupting_the_kernel_saves_and_train_again_resumes(tmp_path: Path, monkeypatch) -> None:
+    """A notebook's interrupt (SIGINT) at step 16 of 32: a checkpoint, Interrupted, the lock free, and
+    the handler as before; ``train()`` again goes on from step 16 to the end.
+    """
+    from research.engine import loop
+    from research.errors import Interrupted
+
+    boundary = loop.Loop._boundary
+
+    def interrupted_at_16(self, state, n):
+        if self.step == 16:
+            os.kill(os.getpid(), signal.SIGINT)
+        return boundary(self, state, n)
+
+    monkeypatch.setattr(loop.Loop, "_boundary", interrupted_at_16)
+    handler = signal.getsignal(signal.SIGINT)
+    overrides = ["trainer.max_steps=32", "trainer.eval_every=8", "trainer.steps_per_call=8", *TINY]
+    exp = research.Experiment("digits_mlp", overrides=overrides, run_dir=tmp_path / "run")
+    with pytest.raises(Interrupted, match="interrupted at step 16; checkpoint saved"):
+        exp.train()
+    assert signal.getsignal(signal.SIGINT) is handler
+    assert (tmp_path / "run" / "checkpoints" / "16").is_dir() and not (tmp_path / "run" / ".lock").exists()
+    monkeypatch.setattr(loop.Loop, "_boundary", boundary)
+    assert exp.train()["steps"] == 32
+    steps = [r["step"] for r in exp.history()]
+    assert steps == sorted(set(steps)) and steps[-1] == 32

@@ -20,6 +20,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from research.errors import EXIT_INTERRUPTED, Interrupted, Preempted
@@ -59,6 +61,32 @@ def _stop_at_once() -> None:
         sys.stdout.flush()
     os.write(sys.stderr.fileno(), STOPPED_AT_ONCE.encode())
     os._exit(EXIT_INTERRUPTED)
+
+
+@contextlib.contextmanager
+def ctrl_c_saves() -> Iterator[None]:
+    """Within it, Ctrl-C saves and stops the run as under ``research.train`` (``Interrupted``), and a
+    second one raises KeyboardInterrupt; after it, the handler and the flag are as before. For a
+    process that goes on after the run: a notebook's kernel, whose interrupt button sends SIGINT.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) in (
+        signal.SIG_IGN,
+        _on_ctrl_c,
+    ):
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, _on_ctrl_c_within)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _ctrl_c["pressed"] = False
+
+
+def _on_ctrl_c_within(signum, frame) -> None:
+    if _ctrl_c["pressed"]:
+        raise KeyboardInterrupt
+    _ctrl_c["pressed"] = True
 
 
 def ctrl_c_pressed() -> bool:
