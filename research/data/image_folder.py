@@ -154,26 +154,22 @@ def _normalization(
     return list(mean), list(std)
 
 
-class _Records:
-    """Record ``i`` of a part as {"image", "label"}: the grain source a streamed split reads."""
+class _ReadBatch:
+    """A batch of record indices -> {"image": (B, H, W, C) uint8, "label": (B,) int32}: one batched
+    read of the part, not a Python call per image."""
 
     def __init__(self, part: Part):
         self.path, self.labels, self.shape = str(part.path), part.labels, part.shape
         self._source = None
 
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
-        if self._source is None:  # opened in the process that reads: a grain worker
+    def __call__(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        if self._source is None:  # opened where it reads
             import grain
 
             self._source = grain.sources.ArrayRecordDataSource([self.path])
-        image = np.frombuffer(self._source[i], np.uint8).reshape(self.shape)
-        return {"image": image, "label": np.int32(self.labels[i])}
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_source": None}
+        records = self._source.__getitems__(indices.tolist())
+        images = np.frombuffer(b"".join(records), np.uint8).reshape(len(records), *self.shape)
+        return {"image": images, "label": self.labels[indices].astype(np.int32)}
 
 
 @dataclass
@@ -199,5 +195,6 @@ class StreamedSplit:
                 f"the training images were sharded for process {self.shard[0]} of {self.shard[1]}, "
                 f"but process {shard_index} of {shard_count} reads them"
             )
-        dataset = grain.MapDataset.source(_Records(self.part)).shuffle(seed).repeat()
-        return iter(dataset.batch(batch_size, drop_remainder=True).to_iter_dataset())
+        order = grain.MapDataset.range(len(self.part)).shuffle(seed).repeat()
+        batches = order.batch(batch_size, drop_remainder=True).map(_ReadBatch(self.part))
+        return iter(batches.to_iter_dataset())
