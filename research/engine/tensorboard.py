@@ -138,12 +138,14 @@ class TensorboardWriter:
         kept = cut_events(self.directory, resume_step) if resume_step is not None else set()
         self.purge_step = resume_step + 1 if resume_step is not None else None
         self._writers: dict[str, Any] = {}
+        for replica in ["", *self.replicas]:  # opened before training: the import costs no step
+            self._writer(replica)
+        if f"{CONFIG_TAG}/text_summary" not in kept:  # the first attempt's, once (the text plugin's tag)
+            self._start(dict(config))
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._work, name="tensorboard", daemon=True)
         self._thread.start()
         atexit.register(self.close)  # a run that stops on an error keeps what it queued
-        if f"{CONFIG_TAG}/text_summary" not in kept:  # the first attempt's, once (the text plugin's tag)
-            self._queue.put((self._start, (dict(config),)))
 
     # The loop's thread: queue and return.
     def write(self, step: int, metrics: Mapping[str, Any]) -> None:
@@ -205,24 +207,41 @@ class TensorboardWriter:
         writer.file_writer.add_summary(start, 0)
 
     def _record(self, step: int, metrics: dict) -> None:
-        for key, value in metrics.items():
-            self._value(key, value, step)
-        for key, values in group_spreads(metrics).items():
-            self._writer().add_histogram(key, values, step)
+        """One event per directory holding the record's scalars (a summary of several values:
+        half the cost of an event per scalar), and a histogram per number list or group family.
+        """
+        from tensorboardX.proto.summary_pb2 import Summary
+        from tensorboardX.summary import scalar
 
-    def _value(self, key: str, value: Any, step: int) -> None:
-        array = np.asarray(value)
-        if array.dtype.kind not in "biuf":
-            return
-        if array.ndim == 0:
-            self._writer().add_scalar(key, float(array), step)
-            return
-        base, replica = _replica_key(key)
-        if replica and len(self.replicas) == array.size:
-            for label, v in zip(self.replicas, array.reshape(-1).tolist(), strict=True):
-                self._writer(label).add_scalar(base, float(v), step)
-        elif array.size and np.isfinite(array).all():
-            self._writer().add_histogram(key, array.astype(np.float64), step)
+        values: dict[str, list] = {}
+        for key, value in metrics.items():
+            array = np.asarray(value)
+            if array.dtype.kind not in "biuf":
+                continue
+            if array.ndim == 0:
+                values.setdefault("", []).extend(scalar(key, float(array)).value)
+                continue
+            base, replica = _replica_key(key)
+            if replica and len(self.replicas) == array.size:
+                for label, v in zip(self.replicas, array.reshape(-1).tolist(), strict=True):
+                    values.setdefault(label, []).extend(scalar(base, float(v)).value)
+            elif array.size and np.isfinite(array).all():
+                self._writer().add_histogram(key, array.astype(np.float64), step)
+        for replica, summary in values.items():
+            self._writer(replica).file_writer.add_summary(Summary(value=summary), step)
+        for key, spread in group_spreads(metrics).items():  # a bucket per value: exact, 7x cheaper
+            spread = np.sort(spread)
+            self._writer().add_histogram_raw(
+                key,
+                min=float(spread[0]),
+                max=float(spread[-1]),
+                num=spread.size,
+                sum=float(spread.sum()),
+                sum_squares=float(np.square(spread).sum()),
+                bucket_limits=spread.tolist(),
+                bucket_counts=[1] * spread.size,
+                global_step=step,
+            )
 
     def _images(self, step: int, images: dict) -> None:
         for key, image in images.items():
