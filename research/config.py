@@ -19,8 +19,9 @@ from research.engine.settings import TrainerConfig
 from research.errors import ConfigError
 from research.paths import CONF_DIR
 
-TARGET_GROUPS = ("model", "task")  # config groups whose keys are the arguments of their _target_
-IMPORTED_GROUPS = ("data", *TARGET_GROUPS)  # config groups whose _target_ must import
+# config groups whose keys are the arguments of their _target_ (data: a user's own loader too)
+TARGET_GROUPS = ("data", "model", "task")
+IMPORTED_GROUPS = TARGET_GROUPS  # config groups whose _target_ must import
 
 # key, types accepted, predicate on the value, what the predicate requires
 CHECKS: list[tuple[str, tuple, Any, str]] = [
@@ -102,12 +103,14 @@ def _check_parameters(group: str, node: DictConfig, target: Any) -> None:
     params = inspect.signature(target.__init__ if inspect.isclass(target) else target).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
-    for key in node:
-        if not str(key).startswith("_") and key not in params:
-            raise ConfigError(
-                f"{group}.{key} is not a parameter of {node._target_} (a recipe may have set it "
-                f"for another {group}): remove it with ~{group}.{key}, or see conf/{group}/"
-            )
+    unknown = [key for key in node if not str(key).startswith("_") and key not in params]
+    if unknown:  # all of them at once: data._target_=<a loader> leaves every key of the group before
+        keys, removal = ", ".join(f"{group}.{k}" for k in unknown), " ".join(f"~{group}.{k}" for k in unknown)
+        verb, it = ("is not a parameter", "it") if len(unknown) == 1 else ("are not parameters", "them")
+        raise ConfigError(
+            f"{keys} {verb} of {node._target_} (a recipe may have set {it} "
+            f"for another {group}): remove {it} with {removal}, or see conf/{group}/"
+        )
 
 
 def run_id() -> str:
