@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from research.data import shakespeare
+from research.data import own_files, shakespeare
 from research.data.arrays import SPLITS, check_fraction, make_dataset
 from research.data.base import Dataset
 from research.data.text import CharTokenizer, as_text
@@ -134,6 +134,31 @@ def read_text_files(path: str | None, pattern: str) -> tuple[str, list[str]]:
     return "\n\n".join(parts), [os.fspath(f) for f in files]
 
 
+def own_split_texts(
+    root: Path, val_fraction: float, test_fraction: float
+) -> tuple[dict[str, str], dict[str, str], list[str]]:
+    """(texts, where each came from, the files read) of a folder holding the user's own train.txt
+    (with val.txt and test.txt where they have them): a split the folder lacks is carved from the
+    end of train.txt (test last), contiguous like the split of one text."""
+    files = own_files.locate(str(root), (".txt",), "a text file")
+    texts = {part: read_text_files(str(file), "*")[0] for part, file in files.items()}
+    cut = {"val": 0.0 if "val" in files else val_fraction, "test": 0.0 if "test" in files else test_fraction}
+    for key, value in cut.items():
+        if value and not 0.0 < value < 1.0:
+            raise ConfigError(f"data.{key}_fraction must be in (0, 1), got {value}")
+    train = texts["train"]
+    val_start = round((1.0 - cut["val"] - cut["test"]) * len(train))
+    test_start = round((1.0 - cut["test"]) * len(train))
+    carved = {"train": train[:val_start], "val": train[val_start:test_start], "test": train[test_start:]}
+    out = {s: texts[s] if s in files and s != "train" else carved[s] for s in SPLITS}
+    where = {
+        s: files[s].name if s in files else f"{cut[s]:.0%} of train.txt, carved from its end" for s in SPLITS
+    }
+    if cut["val"] or cut["test"]:
+        where["train"] = "train.txt less its carved end"
+    return out, where, [os.fspath(f) for f in files.values()]
+
+
 def load_text_files(
     path: str | None,
     pattern: str,
@@ -145,12 +170,19 @@ def load_text_files(
     batch_size: int,
     eval_batch_size: int,
 ) -> Dataset:
-    """A local file, or a folder's ``pattern`` files, as a char-level corpus."""
-    text, files = read_text_files(path, pattern)
-    texts = split_text(text, val_fraction, test_fraction)
+    """A local file, or a folder's ``pattern`` files, as a char-level corpus; a folder holding
+    train.txt (val.txt, test.txt) is the user's own splits, as for data=table and data=arrays."""
+    root = Path(os.path.expanduser(str(path))) if path else None
+    if root is not None and (root / "train.txt").is_file():
+        texts, where, files = own_split_texts(root, val_fraction, test_fraction)
+    else:
+        text, files = read_text_files(path, pattern)
+        texts = split_text(text, val_fraction, test_fraction)
+        shares = {"train": 1.0 - val_fraction - test_fraction, "val": val_fraction, "test": test_fraction}
+        where = {s: f"{shares[s]:.0%} of the characters, in order" for s in SPLITS}
     return char_lm_dataset(
         f"text_files:{Path(path).name}", texts, context, stride, eval_stride, batch_size, eval_batch_size,
-        info={"files": files},
+        info={"files": files, "splits": where},
     )  # fmt: skip
 
 

@@ -92,10 +92,15 @@ def describe(dataset: Dataset, split: str, seed: int = 0, batch_size: int = 256)
     rows = [
         [k, str(v.dtype), *_range(v), f"{v.mean():.4g}", f"{v.std():.4g}"]
         for k, v in after.items()
-        if np.issubdtype(v.dtype, np.floating)
+        if np.issubdtype(v.dtype, np.number)
     ]
     lines += [f"as the model reads them, after the transform{augmented}:"]
     lines += _table(["field", "dtype", "min", "max", "mean", "std"], rows)
+    if "vocab_size" in dataset.info:
+        lines += [
+            "",
+            f"vocabulary: {dataset.info['vocab_size']} tokens ({dataset.info.get('tokenizer', '?')})",
+        ]
     scaling = dataset.info.get("normalization")
     if scaling:
         lines += ["", f"normalisation: {scaling}"]
