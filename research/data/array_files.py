@@ -112,11 +112,11 @@ def rename(
 def image_transform(
     train_images: np.ndarray, pixel_max: float | None, normalize: dict[str, Any], augment: dict[str, Any]
 ) -> tuple[Transform, str]:
-    """(transform, what it does in words): scale by ``pixel_max`` (null: 255 for integer images, 1
-    for float), augment the training batches, normalise per channel (``normalize`` null: measured
-    on ``train_images``)."""
-    if pixel_max is None:
-        pixel_max = 255.0 if np.issubdtype(train_images.dtype, np.integer) else 1.0
+    """(transform, what it does in words): scale by ``pixel_max`` (null: the largest value of
+    ``train_images``), augment the training batches, normalise per channel (``normalize`` null:
+    measured on ``train_images``)."""
+    if pixel_max is None:  # the brightest training pixel maps to 1 (16 for scikit-learn's digits)
+        pixel_max = float(train_images.max()) or 1.0
     mean, std = normalize.get("mean"), normalize.get("std")
     if (mean is None) != (std is None):
         raise ConfigError("data.normalize.mean and data.normalize.std must both be set or both be null")
