@@ -6,7 +6,9 @@ repeats. A 2-3 s run moves by more than the logging costs, so the cost is also m
 directly, as a fraction of the training time (``train/steps_per_s``):
 
 - ``loop_thread``: seconds the loop's thread spends in the TensorBoard writer's calls (it
-  only queues the record); ``close``, once at the end, waits for the queue to be written;
+  only queues the record: tens of microseconds, more when another thread holds the GIL, e.g.
+  the evaluation programs compiling in the background early in the run; the median call says
+  which); ``close``, once at the end, waits for the queue to be written;
 - ``writer_thread``: CPU seconds of the background thread that turns records into event
   files (on a machine with a spare core it overlaps the steps; on a busy one it takes a share),
   and of that, ``records``: the records alone (the rest: the test pass's images, once);
@@ -45,8 +47,9 @@ class Clock:
         self.records: list[tuple[int, dict]] = []
         cls = tensorboard.TensorboardWriter
         cls.close = self._timed(cls.close, time.perf_counter, "close_s")
+        self.calls: list[float] = []  # each call's seconds on the loop's thread
         for name in LOOP_CALLS:
-            setattr(cls, name, self._timed(getattr(cls, name), time.perf_counter, "loop_s"))
+            setattr(cls, name, self._timed(getattr(cls, name), time.perf_counter, "loop_s", self.calls))
         for name in WORKER_CALLS:
             setattr(cls, name, self._timed(getattr(cls, name), time.thread_time, "writer_s"))
         cls._record = self._timed(cls._record, time.thread_time, "record_s")
@@ -58,13 +61,16 @@ class Clock:
 
         cls.write = keep
 
-    def _timed(self, method, clock, total: str):
+    def _timed(self, method, clock, total: str, calls: list | None = None):
         def timed(*args, **kwargs):
             start = clock()
             try:
                 return method(*args, **kwargs)
             finally:
-                setattr(self, total, getattr(self, total) + clock() - start)
+                seconds = clock() - start
+                setattr(self, total, getattr(self, total) + seconds)
+                if calls is not None:
+                    calls.append(seconds)
 
         return timed
 
@@ -76,6 +82,7 @@ def one_run(overrides: list[str], logger: str) -> dict:
     cfg = compose_train([f"logger={logger}", "trainer.progress=false", *overrides])
     CLOCK.loop_s = CLOCK.writer_s = CLOCK.close_s = CLOCK.record_s = 0.0
     CLOCK.records = []
+    CLOCK.calls.clear()
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         summary = run(cfg, Path(tmp) / "run")
@@ -89,6 +96,7 @@ def one_run(overrides: list[str], logger: str) -> dict:
         "writer_s": CLOCK.writer_s,
         "close_s": CLOCK.close_s,
         "record_s": CLOCK.record_s,
+        "call_median_s": float(np.median(CLOCK.calls)) if CLOCK.calls else 0.0,
         "records": list(CLOCK.records),
     }
 
@@ -149,6 +157,7 @@ def main() -> None:
             float(np.median([h / r["train_s"] for h, r in zip(hand, tb, strict=True)])), 5
         ),
         "per_record_ms_loop_thread": round(1000 * median(lambda r: r["loop_s"] / nrec(r)), 4),
+        "per_call_ms_loop_thread_median": round(1000 * median(lambda r: r["call_median_s"]), 4),
         "per_record_ms_writer_thread": round(1000 * median(lambda r: r["record_s"] / nrec(r)), 4),
         "per_record_ms_hand_written": round(
             1000 * float(np.median([h / nrec(r) for h, r in zip(hand, tb, strict=True)])), 4
