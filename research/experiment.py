@@ -164,7 +164,8 @@ def _make_task(cfg: DictConfig, dataset: Any, steps: int) -> Any:
     policy = precision.Policy(**(OmegaConf.to_container(cfg.precision) if cfg.get("precision") else {}))
     replicas = replicas_of(cfg)
     kwargs: dict[str, Any] = {"total_steps": steps, "dataset": dataset}
-    health = cfg.trainer.log_every if cfg.trainer.get("health", True) else None  # research/watch.py
+    # research/watch.py; a run saved before trainer.health existed has none in its checkpoints
+    health = cfg.trainer.log_every if cfg.trainer.get("health", False) else None
     if cfg.get("model"):
         kwargs["model"] = policy.model_factory(instantiate(cfg.model, _partial_=True, _convert_="all"))
     if cfg.get("optimizer"):

@@ -118,3 +118,24 @@ def test_a_run_resumes_its_average_bit_identically_and_evaluate_reports_it(tmp_p
     raw = _evaluate(straight, "trainer.eval_weights=raw")
     assert raw["test/accuracy"] == pytest.approx(summary["test_raw/accuracy"], abs=1e-6)
     assert raw["test_ema/accuracy"] == pytest.approx(summary["test/accuracy"], abs=1e-6)
+
+
+@pytest.mark.parametrize("preset_name", ["fsdp", "tensor_parallel"])
+def test_the_average_is_split_over_a_mesh_like_the_parameters(preset_name: str) -> None:
+    from research.engine.sharding import compile_rules, leaf_spec
+    from research.optim import param_path
+    from tests.test_sharding import mesh_of, preset
+
+    params = {"hidden": {"0": {"kernel": jnp.zeros((64, 32))}, "1": {"kernel": jnp.zeros((32, 16))}},
+              "head": {"kernel": jnp.zeros((16, 8)), "bias": jnp.zeros(8)}}  # fmt: skip
+    tx = make_optimizer({"_target_": "optax.adam", "learning_rate": 0.1, "ema": {"decay": 0.9}}, 8, 4)
+    state = jax.eval_shape(lambda: {"params": params, "opt_state": tx.init(params)})
+    mesh, rules = mesh_of(fsdp=2, tensor=2), compile_rules(preset(preset_name)["rules"])
+    specs = {
+        param_path(p): leaf_spec(param_path(p), leaf.shape, rules, mesh)
+        for p, leaf in jax.tree_util.tree_leaves_with_path(state)
+    }
+    averaged = {p.split("/ema/", 1)[1]: s for p, s in specs.items() if "/ema/" in p}
+    assert averaged.keys() == {p.removeprefix("params/") for p in specs if p.startswith("params/")}
+    assert all(averaged[p] == specs[f"params/{p}"] for p in averaged)
+    assert any(s != jax.sharding.PartitionSpec() for s in averaged.values())  # something is split

@@ -103,6 +103,8 @@ def test_every_experiment_runs_tiny(name: str, tmp_path: Path) -> None:
     )
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == 8
+    # Every task's optimizer keeps the health signals (research/watch.py): a GAN's per model.
+    assert any(k.startswith("train/") and k.endswith("/grad_norm") for k in summary), sorted(summary)
     config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
     assert config["name"] == name
 
