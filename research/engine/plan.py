@@ -173,8 +173,8 @@ def check_fits(plan: Plan, limit: float | None, source: str) -> None:
     if limit is None or plan.peak <= limit:
         return
     raise ConfigError(
-        f"will not fit: needs {plan.peak / GB:.2f} GB per device, {(plan.peak - limit) / GB:.2f} GB more "
-        f"than {source} ({limit / GB:.2f} GB): shard the state (mesh=fsdp), lower data.batch_size or "
+        f"will not fit: needs {_size(plan.peak)} per device, {_size(plan.peak - limit)} more "
+        f"than {source} ({_size(limit)}): shard the state (mesh=fsdp), lower data.batch_size or "
         "use a smaller model"
     )
 
