@@ -142,6 +142,7 @@ def test_cutting_back_drops_later_steps_the_final_pass_and_a_torn_record(tmp_pat
         writer.write(step, {"train/loss": float(step)})
     health = {"train/grad_norm": 1.0, "train/grad_norm/dense_0": 0.5, "train/grad_norm/dense_1": 2.0}
     writer.write(2, health)
+    writer.images(2, {"val/samples": np.ones((4, 6)), "val/rgb": np.full((4, 6, 3), 200, np.uint8)})
     writer.images(3, {"test/grid": np.zeros((4, 4, 3))})
     writer.summary(3, {"steps": 3, "test/accuracy": 0.5, "test/confusion": [[1, 0], [0, 1]]})
     writer.close()
@@ -157,7 +158,9 @@ def test_cutting_back_drops_later_steps_the_final_pass_and_a_torn_record(tmp_pat
     }
     (spread,) = events.Histograms("train/grad_norm/groups")  # the layer groups' grad norms
     assert spread.step == 2 and (spread.histogram_value.min, spread.histogram_value.max) == (0.5, 2.0)
-    assert events.Tags()["images"] == []
+    assert sorted(events.Tags()["images"]) == ["val/rgb", "val/samples"]  # the test pass's image went
+    (samples,) = events.Images("val/samples")
+    assert (samples.step, samples.width, samples.height) == (2, 6, 4)
 
 
 def test_bad_settings_are_one_line_before_the_run_directory(tmp_path: Path) -> None:
