@@ -36,9 +36,8 @@ from research.errors import ConfigError, UserError
 
 SETTINGS = {"flush_secs": "how often the event files reach the disk, in seconds"}
 REPLICA_SUFFIXES = ("_per_seed", "_per_fold")  # per-replica lists of the records (evaluation.py)
-FINAL_PREFIX = "test/"  # what the final pass writes; a resumed run writes it again
+FINAL_PREFIX = "test/"  # evaluation.TEST: what the final pass writes; a resumed run writes it again
 CONFIG_TAG = "config"
-HPARAMS_START_TAG = "_hparams_/session_start_info"
 HPARAMS_END_TAG = "_hparams_/session_end_info"
 EVENTS_GLOB = "events.out.tfevents.*"
 _HEADER = 12  # a TFRecord: length (uint64), its masked CRC (uint32), the data, the data's CRC (uint32)
