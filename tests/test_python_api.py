@@ -101,6 +101,8 @@ def test_a_run_trained_in_python_is_the_cli_run_bit_for_bit(tmp_path: Path) -> N
     proc = cli("research.evaluate", f"run={tmp_path / 'api'}")
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "api" / "eval.json").read_text()) == evaluated
+    proc = cli("research.export", f"run={tmp_path / 'api'}")
+    assert proc.returncode == 0 and (tmp_path / "api" / "exported" / "model.stablehlo").is_file(), proc.stderr
 
     before = snapshot(tmp_path / "api")
     assert exp.train() == json.loads((tmp_path / "api" / "summary.json").read_text())  # finished
