@@ -104,3 +104,15 @@ def test_a_dry_run_config_handed_to_the_python_path_trains_nothing(tmp_path: Pat
     with pytest.raises(ConfigError, match=r"trainer.dry_run=true plans a run without training it"):
         experiment.run(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_dry_run_of_a_sweep_is_one_line(tmp_path: Path) -> None:
+    proc = run_train(
+        "-m", *DIGITS_FAST, "trainer.dry_run=true", "optimizer.learning_rate=1e-3,1e-2",
+        f"hydra.sweep.dir={tmp_path}/sweep", check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.strip() == "error: trainer.dry_run=true plans one run: drop -m and give one value per key"
+    )
+    assert not (tmp_path / "sweep").exists()
