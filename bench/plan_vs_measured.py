@@ -13,6 +13,7 @@ not count it.
 
     python bench/plan_vs_measured.py               # every case, ~5 min on a quiet 2-core CPU
     python bench/plan_vs_measured.py --case mlp_4096
+    python bench/plan_vs_measured.py --conv        # XLA:CPU convolutions' memory beyond memory_analysis
 """
 
 from __future__ import annotations
@@ -83,6 +84,43 @@ def measure(overrides: list[str]) -> dict:
     return {"measured": peak[0] - baseline, "compile_s": summary["compile_s"]}
 
 
+def conv_scratch() -> str:
+    """One convolution's gradient at the CNN's sizes: XLA's reported temporaries against the RSS its
+    calls add (measured after a first call, so only what each call allocates and frees counts).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    x, k = jnp.ones((512, 8, 8, 16)), jnp.ones((3, 3, 16, 32))
+    dims = ("NHWC", "HWIO", "NHWC")
+
+    def grad(k: jax.Array, x: jax.Array) -> jax.Array:
+        conv = lambda k: jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=dims)  # noqa: E731
+        return jax.grad(lambda k: jnp.sum(jax.nn.relu(conv(k)) ** 2))(k)
+
+    compiled = jax.jit(grad).lower(k, x).compile()
+    temp = compiled.memory_analysis().temp_size_in_bytes
+    compiled(k, x).block_until_ready()
+    peak, done = [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], rss())
+            time.sleep(SAMPLE_S / 4)
+
+    baseline = rss()
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    for _ in range(20):
+        compiled(k, x).block_until_ready()
+    done.set()
+    sampler.join()
+    return (
+        f"one conv gradient (batch 512, 8x8, 16->32): XLA reports {temp / 1e6:.1f} MB of temporaries; "
+        f"its calls raise the RSS by {(peak[0] - baseline) / 1e6:.1f} MB"
+    )
+
+
 def estimate(overrides: list[str]) -> float:
     proc = subprocess.run(
         [sys.executable, "-m", "research.train", *overrides, "trainer.dry_run=true"],
@@ -97,9 +135,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", choices=sorted(CASES), action="append")
     parser.add_argument("--measure", nargs="*", help=argparse.SUPPRESS)  # the child process
+    parser.add_argument("--conv", action="store_true", help="only the convolution's scratch check")
     args = parser.parse_args()
     if args.measure is not None:
         print(json.dumps(measure(args.measure)))
+        return
+    if args.conv:
+        print(conv_scratch())
         return
     rows = [
         "| case | estimated peak (MB) | measured peak (MB) | estimate / measured "
