@@ -51,6 +51,7 @@ def test_a_dry_run_prints_memory_flops_and_compile_time_and_creates_nothing(tmp_
     # digits_mlp's batch of 32: forward, weight gradients, and input gradients but the first layer's
     assert flops == pytest.approx(2 * 32 * (3 * DIGITS_MLP_WEIGHTS - 64 * 512), rel=1e-3)
     assert re.search(r"compile: \d+ programs, traced in [\d.]+ s, compiled in [\d.]+ s", out)
+    assert re.search(r"^peak: [\d.e+-]+ TFLOP/s over 1 device\(s\) \(measured matmul\)", out, re.M)
     assert re.search(r"^fits: .* of 16.00 GB \(trainer.device_memory_gb=16\)", out, re.M)
     assert not run_dir.exists()
 

@@ -49,6 +49,8 @@ class Plan:
     init: int  # the init program's transient: the fresh state and its temporaries
     flops_per_step: float
     xla_flops_per_step: float | None
+    peak_flops: float  # the mesh's peak FLOP/s for this step's dtypes: train/mfu's denominator
+    peak_source: str
     programs: int
     trace_s: float
     compile_s: float
@@ -93,10 +95,19 @@ def plan_run(run: Any) -> Plan:
         init=init,
         flops_per_step=run.programs.step_flops.total if run.programs.step_flops else 0.0,
         xla_flops_per_step=xla,
+        peak_flops=_peak(run),
+        peak_source=run.throughput.peak.source,
         programs=len(compiled),
         trace_s=run.programs.trace_s,
         compile_s=run.programs.compile_s,
     )
+
+
+def _peak(run: Any) -> float:
+    """The step's FLOPs over their time at the peak of each dtype (the float32 peak without any)."""
+    step, peak = run.programs.step_flops, run.throughput.peak
+    seconds = step.seconds_at_peak(peak) if step else 0.0
+    return step.total / seconds if seconds else peak("float32")
 
 
 def _submit_train(run: Any) -> None:
@@ -213,6 +224,8 @@ def report(plan: Plan, name: str, limit: float | None, source: str) -> str:
         "memory per device:",
         *(f"  {label:<28}{value}" for label, value in rows),
         f"train step: {plan.flops_per_step / 1e9:.4g} GFLOP (matmuls and convolutions, all replicas){xla}",
+        f"peak: {plan.peak_flops / 1e12:.4g} TFLOP/s over {plan.devices} device(s) ({plan.peak_source}): "
+        "train/mfu's denominator",
         f"compile: {plan.programs} programs, traced in {plan.trace_s:.2f} s, "
         f"compiled in {plan.compile_s:.2f} s",
         fits,
