@@ -103,8 +103,6 @@ class Run:
         self.evaluation.check_metric(self.metric)
         if not cfg.resume and jax.process_index() == 0:
             set_aside_previous(run_dir)
-        if dataset is not None and dataset.class_names and jax.process_index() == 0:
-            record_classes(run_dir, dataset.class_names)
         self.ckpt = _checkpointer(cfg.checkpoint, run_dir, self.metric, self.mode)
         self.queue_limit = queue_limit(self.mesh, self.per_call)
         examples = dataset.batch_size * replicas.count if dataset is not None else None
@@ -171,6 +169,8 @@ def fit(
         {**task.evaluators(), **(evaluators or {})},
         folds,
     )
+    if dataset is not None and dataset.class_names and jax.process_index() == 0:
+        record_classes(run.run_dir, dataset.class_names)  # here, not in Run: a dry run's Run writes nothing
     state, meta, resumed = start_state(run)
     best = BestTracker(run.metric, run.mode, cfg.early_stopping.patience, cfg.early_stopping.min_delta, meta)
     writers: Writers = writers_factory(
