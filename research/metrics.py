@@ -73,3 +73,63 @@ def safe_divide(numerator: jax.Array, denominator: jax.Array) -> jax.Array:
     """``numerator / denominator``, and 0 where the denominator is 0 (no NaN, no NaN gradient)."""
     nonzero = denominator != 0
     return jnp.where(nonzero, numerator / jnp.where(nonzero, denominator, 1), 0.0)
+
+
+def iou_per_class(confusion: jax.Array) -> jax.Array:
+    """Per-class intersection over union of a (true, predicted) count matrix: TP / (TP + FP + FN);
+    0 for a class neither present nor predicted (``mean_iou`` leaves those out)."""
+    hits = jnp.diag(confusion)
+    return safe_divide(hits, confusion.sum(axis=0) + confusion.sum(axis=1) - hits)
+
+
+def mean_iou(confusion: jax.Array) -> jax.Array:
+    """The mean of ``iou_per_class`` over the classes present or predicted (the usual mIoU)."""
+    seen = (confusion.sum(axis=0) + confusion.sum(axis=1)) > 0
+    return safe_divide(jnp.sum(iou_per_class(confusion) * seen), seen.sum())
+
+
+def psnr(images: jax.Array, references: jax.Array, max_value: float = 1.0) -> jax.Array:
+    """Per-image peak signal-to-noise ratio in dB, ``10 log10(max^2 / MSE)``, over (B, ...) batches."""
+    mse = jnp.square(images - references).reshape(images.shape[0], -1).mean(-1)
+    return 10.0 * jnp.log10(max_value**2 / jnp.maximum(mse, 1e-12))
+
+
+def gaussian_window(size: int, sigma: float) -> jax.Array:
+    """The normalised 1-D Gaussian of ``size`` taps (SSIM's window is its outer product)."""
+    offsets = jnp.arange(size, dtype=jnp.float32) - (size - 1) / 2
+    weights = jnp.exp(-0.5 * jnp.square(offsets / sigma))
+    return weights / weights.sum()
+
+
+def _local_mean(x: jax.Array, window: jax.Array) -> jax.Array:
+    """Gaussian-weighted means of every ``len(window)``-square patch (VALID) of (B, H, W, C) images."""
+    size = window.shape[0]
+    rows = jnp.stack(
+        [jnp.zeros(x.shape[1]).at[i : i + size].set(window) for i in range(x.shape[1] - size + 1)]
+    )
+    cols = jnp.stack(
+        [jnp.zeros(x.shape[2]).at[i : i + size].set(window) for i in range(x.shape[2] - size + 1)]
+    )
+    return jnp.einsum("ih,bhwc,jw->bijc", rows, x, cols)
+
+
+def ssim(
+    images: jax.Array,
+    references: jax.Array,
+    max_value: float = 1.0,
+    window: int = 7,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> jax.Array:
+    """Per-image structural similarity (Wang et al. 2004) of (B, H, W, C) batches: the mean over
+    Gaussian windows and channels of ``(2 mu_x mu_y + C1)(2 s_xy + C2) / ((mu_x^2 + mu_y^2 + C1)(s_x^2 +
+    s_y^2 + C2))``, ``C_i = (k_i max_value)^2``. The paper's window is 11 taps; 7 suits 28x28 images."""
+    w = gaussian_window(window, sigma)
+    mu_x, mu_y = _local_mean(images, w), _local_mean(references, w)
+    var_x = _local_mean(images * images, w) - mu_x**2
+    var_y = _local_mean(references * references, w) - mu_y**2
+    cov = _local_mean(images * references, w) - mu_x * mu_y
+    c1, c2 = (k1 * max_value) ** 2, (k2 * max_value) ** 2
+    index = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return index.reshape(index.shape[0], -1).mean(-1)

@@ -66,7 +66,7 @@ def test_one_class_training_ignores_the_other_classes() -> None:
 
 
 def test_denoising_feeds_noise_in_and_scores_the_clean_image() -> None:
-    clean, noisy = make_task(), make_task(noise_std=0.5)
+    clean, noisy = make_task(), make_task(noise="gaussian", noise_amount=0.5)
     state = clean.init(jax.random.PRNGKey(0), None)
     batch = {"image": jnp.full((4, 8, 8, 1), 0.5), "label": jnp.zeros(4, jnp.int32)}
     loss = [float(jax.jit(t.train_step)(state, batch)[1]["loss"]) for t in (clean, noisy)]

@@ -128,3 +128,40 @@ def affine_warp(images: jax.Array, angles: jax.Array, shifts: jax.Array) -> jax.
         return jax.vmap(resample, in_axes=-1, out_axes=-1)(image)
 
     return jax.vmap(warp)(images, angles, shifts)
+
+
+NOISES = ("none", "gaussian", "salt_and_pepper", "masking")
+
+
+@dataclasses.dataclass(frozen=True)
+class Noise:
+    """Corruption of images in [0, 1] for denoising: ``amount`` is the Gaussian's std (pixels
+    stay clipped to [0, 1]), or the probability that a pixel turns black or white (salt and
+    pepper, each half the time) or black (masking, Vincent et al. 2008)."""
+
+    kind: str = "none"
+    amount: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in NOISES:
+            raise ConfigError(f"task.noise={self.kind!r} is not one of: {', '.join(NOISES)}")
+        if self.amount < 0 or (self.kind in ("salt_and_pepper", "masking") and self.amount > 1):
+            raise ConfigError(
+                f"task.noise_amount={self.amount} must be >= 0 (a std), <= 1 for {self.kind} (a probability)"
+            )
+        if self.kind != "none" and self.amount == 0:
+            raise ConfigError(f"task.noise={self.kind} needs task.noise_amount > 0 (or task.noise=none)")
+
+
+def add_noise(rng: jax.Array, images: jax.Array, noise: Noise) -> jax.Array:
+    """``images`` (B, H, W, C) in [0, 1], corrupted by ``noise`` (per pixel: every channel alike)."""
+    if noise.kind == "none":
+        return images
+    if noise.kind == "gaussian":
+        return jnp.clip(images + noise.amount * jax.random.normal(rng, images.shape), 0.0, 1.0)
+    hit_key, salt_key = jax.random.split(rng)
+    hit = jax.random.bernoulli(hit_key, noise.amount, (*images.shape[:-1], 1))
+    if noise.kind == "masking":
+        return jnp.where(hit, 0.0, images)
+    salt = jax.random.bernoulli(salt_key, 0.5, hit.shape).astype(images.dtype)
+    return jnp.where(hit, salt, images)

@@ -1,0 +1,152 @@
+"""U-Net (Ronneberger et al. 2015) for per-pixel outputs: an encoder, a mirrored decoder, skips.
+
+``channels`` lists the widths of the levels from full resolution down; every level after
+the first halves H and W, and the last is the bottleneck. The decoder climbs back up:
+2x nearest upsampling, a 3x3 conv to the level's width, the encoder's features of that
+level concatenated (``skip=True``), two 3x3 convs; a 1x1 conv gives ``num_outputs``
+logits per pixel. ``skip=False`` is the same network without the concatenations (the
+baseline that shows what the skips are worth). ``encoder`` picks the encoder's blocks:
+``double_conv`` (the paper's: conv-BN-act twice, 2x2 max pooling between levels) or
+``resnet`` (the basic residual blocks of research/models/resnet.py, strided between levels).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from research.errors import ConfigError
+from research.models.conv import CONV_IMPLS, conv_function, resolve, tiled_max_pool
+from research.models.layers import activation as activation_fn
+from research.models.layers import choice, image_shape
+from research.models.resnet import CONV_INIT, BasicBlock
+
+ENCODERS = ("double_conv", "resnet")
+
+
+def _conv(
+    c_in: int, c_out: int, kernel: int, stride: int, rngs: nnx.Rngs, conv_general_dilated: Callable
+) -> nnx.Conv:
+    """A bias-free SAME conv: batch norm follows every one (the factory resnet's blocks take)."""
+    return nnx.Conv(
+        c_in,
+        c_out,
+        (kernel, kernel),
+        strides=(stride, stride),
+        padding="SAME",
+        use_bias=False,
+        kernel_init=CONV_INIT,
+        conv_general_dilated=conv_general_dilated,
+        rngs=rngs,
+    )
+
+
+class DoubleConv(nnx.Module):
+    """(3x3 conv -> batch norm -> activation) twice."""
+
+    def __init__(
+        self, c_in: int, c_out: int, conv: Callable, norm: Callable, act: Callable, *, rngs: nnx.Rngs
+    ):
+        self.convs = nnx.List([conv(c_in, c_out, 3, 1, rngs), conv(c_out, c_out, 3, 1, rngs)])
+        self.norms = nnx.List([norm(c_out, rngs=rngs), norm(c_out, rngs=rngs)])
+        self.act = act
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            x = self.act(norm(conv(x)))
+        return x
+
+
+class ResidualLevel(nnx.Module):
+    """One encoder level of residual blocks: the first strided (but at full resolution) and widening."""
+
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        stride: int,
+        conv: Callable,
+        norm: Callable,
+        act: Callable,
+        *,
+        rngs: nnx.Rngs,
+    ):
+        first = stride == 1  # the full-resolution level starts with a conv from the image's channels
+        self.stem = conv(c_in, c_out, 3, 1, rngs) if first else None
+        self.stem_norm = norm(c_out, rngs=rngs) if first else None
+        self.act = act
+        c_in = c_out if first else c_in
+        self.block = BasicBlock(c_in, c_out, stride, act, conv, norm, False, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.stem is not None:
+            x = self.act(self.stem_norm(self.stem(x)))
+        return self.block(x)
+
+
+class UNet(nnx.Module):
+    """Per-pixel logits (B, H, W, ``num_outputs``) of (B, H, W, C) images.
+
+    Batch norm follows NNX modes, as in the CNN and ResNet.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_outputs: int,
+        channels: Sequence[int],
+        skip: bool = True,
+        encoder: str = "double_conv",
+        activation: str = "relu",
+        batch_norm_momentum: float = 0.9,
+        conv_impl: str = "auto",
+        *,
+        rngs: nnx.Rngs,
+    ):
+        height, width, in_channels = image_shape("UNet", input_shape)
+        widths = [int(c) for c in channels]
+        step = 2 ** (len(widths) - 1)
+        if len(widths) < 2 or height % step or width % step:
+            raise ConfigError(
+                f"model.channels={widths} needs at least 2 levels and H, W divisible by {step} "
+                f"(it halves them {len(widths) - 1} times); the data gives {height}x{width}"
+            )
+        self.encoder_kind = choice("encoder", encoder, ENCODERS)
+        impl = resolve(choice("conv_impl", conv_impl, CONV_IMPLS), "im2col", "xla")
+        conv = partial(_conv, conv_general_dilated=conv_function(impl))
+        upconv = partial(nnx.Conv, kernel_size=(3, 3), conv_general_dilated=conv_function(impl), rngs=rngs)
+        norm = partial(nnx.BatchNorm, momentum=batch_norm_momentum)
+        self.act, self.skip = activation_fn(activation), bool(skip)
+        ins = [in_channels, *widths[:-1]]
+        if encoder == "resnet":
+            down = [
+                ResidualLevel(a, b, 1 if i == 0 else 2, conv, norm, self.act, rngs=rngs)
+                for i, (a, b) in enumerate(zip(ins, widths, strict=True))
+            ]
+        else:
+            down = [
+                DoubleConv(a, b, conv, norm, self.act, rngs=rngs) for a, b in zip(ins, widths, strict=True)
+            ]
+        self.down = nnx.List(down)
+        ups, blocks = [], []
+        for deep, shallow in zip(reversed(widths[1:]), reversed(widths[:-1]), strict=True):
+            ups.append(upconv(deep, shallow))
+            blocks.append(DoubleConv(shallow * (2 if skip else 1), shallow, conv, norm, self.act, rngs=rngs))
+        self.ups, self.up_blocks = nnx.List(ups), nnx.List(blocks)
+        self.head = nnx.Conv(widths[0], int(num_outputs), (1, 1), rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        features = []
+        for i, level in enumerate(self.down):
+            if i and self.encoder_kind == "double_conv":
+                x = tiled_max_pool(x, 2)
+            x = level(x)
+            features.append(x)
+        for up, block, skipped in zip(self.ups, self.up_blocks, reversed(features[:-1]), strict=True):
+            x = self.act(up(jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)))
+            x = block(jnp.concatenate([x, skipped], axis=-1) if self.skip else x)
+        return self.head(x)
