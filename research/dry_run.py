@@ -45,7 +45,7 @@ def dry_run(cfg: DictConfig, multirun: bool = False) -> None:
         built.steps,
         cfg.seed,
         OmegaConf.to_container(cfg.mesh),
-        Path("."),
+        _run_dir(cfg),
         experiment.replicas_of(cfg),
         {**built.task.evaluators(), **built.evaluators},
         built.folds,
@@ -54,6 +54,12 @@ def dry_run(cfg: DictConfig, multirun: bool = False) -> None:
     limit, source = device_memory(settings.device_memory_gb, run.mesh.devices.flat[0])
     print(report(plan, cfg.name, limit, source), flush=True)
     check_fits(plan, limit, source)
+
+
+def _run_dir(cfg: DictConfig) -> Path:
+    """Where the run would live: nothing may be written there (tests/test_dry_run.py checks)."""
+    run_dir = OmegaConf.select(cfg, "hydra.run.dir", default=None, throw_on_resolution_failure=False)
+    return Path(run_dir if isinstance(run_dir, str) else "outputs/dry_run")
 
 
 def _emulate_cpu_devices(jax, count: int) -> None:
