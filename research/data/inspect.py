@@ -22,7 +22,8 @@ from research.console import report_errors
 from research.errors import UserError
 
 USAGE = (
-    "usage: python -m research.data.inspect data=<group> [overrides] [split=train|val|test] [out=<file.png>]"
+    "usage: python -m research.data.inspect data=<group> [overrides] [split=train|val|test] "
+    "[out=<file.png>] [seed=0]"
 )
 OWN_KEYS = ("split", "out", "seed")  # this command's own arguments, not config overrides
 
