@@ -114,16 +114,13 @@ class Experiment:
         done = cli.check_rerun(cfg, run_dir)  # a finished run says so; a misfit is one line
         if done is not None:
             return done
-        attempt = cli.start_attempt(run_dir)
-        succeeded = False
         try:
-            self._write_config()
-            with console.recorded(run_dir / "train.log"), ctrl_c_saves():  # a kernel's interrupt saves
-                summary = experiment.run(cfg, run_dir)
-                console.print_summary(summary, cli.headline(self.built.task))
-            succeeded = True
+            with cli.start_attempt(run_dir):
+                self._write_config()
+                with console.recorded(run_dir / "train.log"), ctrl_c_saves():  # a kernel's interrupt saves
+                    summary = experiment.run(cfg, run_dir)
+                    console.print_summary(summary, cli.headline(self.built.task))
         finally:
-            attempt.end(succeeded)
             self._opened.clear()  # the checkpoints changed
         return summary
 

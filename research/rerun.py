@@ -151,3 +151,10 @@ class Attempt:
         if not succeeded and self.config is not None and checkpoint_steps(self.run_dir) == self.steps:
             self.config_path.write_bytes(self.config)
         self.lock.release()
+
+    def __enter__(self) -> Attempt:
+        return self
+
+    def __exit__(self, kind: type | None, *_: Any) -> None:
+        """Ends the attempt, as failed when an exception (an interrupt included) leaves the block."""
+        self.end(succeeded=kind is None)

@@ -6,6 +6,7 @@ and ``--cfg job`` answer at once.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import hydra
@@ -53,14 +54,8 @@ def _train(cfg: DictConfig, run_dir: Path, group: str | None, multirun: bool) ->
     from research.sweep.trial import reporter
 
     attempt = cli.start_attempt(run_dir) if multirun else cli.ATTEMPT.get("current")
-    succeeded = False
-    try:
-        summary = run(cfg, run_dir, wandb_group=group, on_eval=reporter(cfg))  # Optuna trials: pruning
-        succeeded = True
-        return summary
-    finally:
-        if attempt is not None:
-            attempt.end(succeeded)
+    with attempt or contextlib.nullcontext():
+        return run(cfg, run_dir, wandb_group=group, on_eval=reporter(cfg))  # Optuna trials: pruning
 
 
 if __name__ == "__main__":
