@@ -193,8 +193,26 @@ def check_rerun(cfg, run_dir: Path) -> dict | None:
     return None
 
 
+def config_dirs_first(argv: list[str]) -> list[str]:
+    """``argv`` with ``--config-dir DIR`` moved to the front: Hydra's argument parser refuses an
+    override written after it, which a user may do. Other flags stay where they are (some take an
+    optional value, so moving them could change what they read)."""
+    front, rest = [], []
+    args = iter(argv)
+    for a in args:
+        if a in ("--config-dir", "-cd"):
+            front += [a, next(args, "")]
+        elif a.startswith(("--config-dir=", "-cd=")):
+            front.append(a)
+        else:
+            rest.append(a)
+    return front + rest
+
+
 def preflight(argv: list[str] | None = None) -> None:
     """Validate the command line before Hydra runs anything; exit 2 with one line if it is bad."""
+    if argv is None:
+        sys.argv[1:] = config_dirs_first(sys.argv[1:])
     argv = sys.argv[1:] if argv is None else argv
     overrides, multirun, skip, config_dirs = _split_args(argv)
     if skip:

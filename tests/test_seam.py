@@ -204,7 +204,8 @@ def test_a_users_own_recipe_and_model_outside_the_project_train(tmp_path: Path) 
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["num_params"] == 64 * 32 + 32 + 32 * 10 + 10
     assert summary["test/accuracy"] > 0.5
-    again = run_train(*args, f"hydra.run.dir={run_dir}", env=env)
+    # the flags after the overrides, as a user may write them
+    again = run_train(*args[2:], f"hydra.run.dir={run_dir}", *args[:2], env=env)
     assert "is finished (step 40)" in again.stdout and proc.returncode == 0
     bad = run_train(*args, "model.depth=3", f"hydra.run.dir={tmp_path / 'bad'}", env=env, check=False)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: ")
