@@ -35,6 +35,7 @@ from research.engine.replicas import Replicas
 from research.engine.saved import SavedRun
 from research.engine.settings import TrainerConfig, total_steps
 from research.errors import ConfigError, UserError
+from research.models import lora
 from research.optim import OptimizerFactory
 from research.tasks.base import require_fields
 
@@ -166,8 +167,12 @@ def _make_task(cfg: DictConfig, dataset: Any, steps: int) -> Any:
     kwargs: dict[str, Any] = {"total_steps": steps, "dataset": dataset}
     # research/watch.py; a run saved before trainer.health existed has none in its checkpoints
     health = cfg.trainer.log_every if cfg.trainer.get("health", False) else None
+    adapters = (cfg.get("optimizer") or {}).get("lora")
+    if adapters is not None and not cfg.get("model"):
+        raise ConfigError("optimizer.lora adapts a model and this task has none: set optimizer.lora=null")
     if cfg.get("model"):
-        kwargs["model"] = policy.model_factory(instantiate(cfg.model, _partial_=True, _convert_="all"))
+        model = instantiate(cfg.model, _partial_=True, _convert_="all")
+        kwargs["model"] = policy.model_factory(lora.adapting(model, _plain(adapters) if adapters else None))
     if cfg.get("optimizer"):
         kwargs["make_optimizer"] = replicas.optimizer(OptimizerFactory(_plain(cfg.optimizer), health))
     if models is not None:

@@ -5,10 +5,12 @@ The inference function is the eval-mode model applied to raw inputs (the dataset
 transform included), serialised with ``jax.export`` as StableHLO with a symbolic batch
 dimension; its weights go next to it as ``params.npz``. Loading needs only jax and
 numpy, not this project, its config or Hydra: the README written beside them shows how.
+A LoRA run (optimizer.lora) is exported with its adapters merged into the kernels.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 from pathlib import Path
@@ -68,6 +70,7 @@ def export_model(task: Any, state: Any, input_shape: tuple, dtype: Any, platform
     """(jax.export.Exported, flat params) of ``task.logits`` for a batch of any size."""
     import jax
 
+    task, state = merge_adapters(task, state)
     learned = {k: state[k] for k in task.reusable if k in state}
     flat, keys, treedef, names = flatten(learned)
 
@@ -81,6 +84,27 @@ def export_model(task: Any, state: Any, input_shape: tuple, dtype: Any, platform
     image_spec = jax.ShapeDtypeStruct(batch_shape, dtype)
     exported = jax.export.export(jax.jit(infer), platforms=platforms)(specs, image_spec)
     return exported, flat
+
+
+def merge_adapters(task: Any, state: dict) -> tuple[Any, dict]:
+    """A LoRA run's task and state with each adapter folded into its kernel (``W + alpha/rank * A @ B``,
+    research/models/lora.py): the exported model is the plain architecture, no adapter matmuls."""
+    import jax
+    from flax import nnx
+
+    from research.models import lora
+
+    graphdef = getattr(task, "eval_graphdef", None)
+    paths = [path for path, _ in jax.tree_util.tree_leaves_with_path(state.get("params", {}))]
+    if graphdef is None or not any(
+        lora.is_adapter(jax.tree_util.keystr(p, simple=True, separator="/")) for p in paths
+    ):
+        return task, state
+    model = lora.merge(nnx.merge(graphdef, state["params"], state["model_state"]))
+    graphdef, params, _ = nnx.split(model, nnx.Param, ...)
+    task = copy.copy(task)  # the run's own task keeps its adapted graph
+    task.eval_graphdef = graphdef
+    return task, {**state, "params": nnx.to_pure_dict(params)}
 
 
 def input_range(pixel_max: float | None, test_images: np.ndarray) -> list[float]:

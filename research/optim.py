@@ -19,6 +19,9 @@ framework keys below, which wrap it in an optax chain:
 - ``ema``: ``{decay, debias}``, a Polyak average of the weights kept in the optimizer state
   (research/ema.py); evaluation, the best checkpoint and the reading commands use it
   (``trainer.eval_weights``). Null, or a null ``decay``: none.
+- ``lora``: ``{rank, alpha, kernels, train}``, LoRA adapters on the kernels whose paths match
+  ``kernels`` (research/models/lora.py): everything that is neither an adapter nor matched by
+  ``train`` (a new head) is frozen as by ``freeze``, so only those carry optimizer state.
 - ``groups``: named parameter groups, each ``{params: regex, lr_scale, learning_rate,
   schedule, unfreeze_at}`` with any but ``params`` left out. The first group whose regex a
   path matches owns it (frozen paths stay frozen); paths no group matches keep the top-level
@@ -46,9 +49,11 @@ import optax
 
 from research import ema, targets, watch
 from research.errors import ConfigError
+from research.models import lora
 
 FRAMEWORK_KEYS = (
-    "learning_rate", "schedule", "clip_norm", "l1", "l2", "accumulate_steps", "freeze", "groups", "ema"
+    "learning_rate", "schedule", "clip_norm", "l1", "l2", "accumulate_steps", "freeze", "groups", "ema",
+    "lora",
 )  # fmt: skip
 GROUP_KEYS = ("params", "lr_scale", "learning_rate", "schedule", "unfreeze_at")
 # Schedule keys where null = the whole run.
@@ -116,7 +121,7 @@ def make_optimizer(
     transforms = {TRAIN: _chain(cfg, updates)}
     for name, group in groups.items():
         transforms[name] = _chain(_group_config(cfg, name, group), updates, group)
-    freeze = cfg.get("freeze") or []
+    freeze = frozen(cfg)
     if freeze:
         transforms[FROZEN] = optax.set_to_zero()
     tx = transforms[TRAIN]
@@ -220,11 +225,16 @@ class OptimizerFactory:
 
     def __init__(self, cfg: Mapping[str, Any], health_every: int | None = None):
         self.cfg = _plain(cfg)
-        self.freeze = list(self.cfg.get("freeze") or [])
+        self.freeze = frozen(self.cfg)
         self.health_every = health_every
 
     def __call__(self, total_updates: int) -> optax.GradientTransformation:
         return make_optimizer(self.cfg, total_updates, self.health_every)
+
+
+def frozen(cfg: Mapping[str, Any]) -> list[str]:
+    """``optimizer.freeze`` plus, with ``optimizer.lora``, every path but the adapters and ``train``."""
+    return [*(cfg.get("freeze") or []), *lora.frozen_patterns(cfg.get("lora"))]
 
 
 def keep_frozen(new: Any, old: Any, patterns: Sequence[str]) -> Any:
