@@ -85,7 +85,10 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="+", default=list(AVERAGE))
     parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
     args = parser.parse_args()
-    results = {recipe: measure(recipe, args.calls, args.per_call) for recipe in args.recipes}
+    results = {}
+    for recipe in args.recipes:
+        results[recipe] = measure(recipe, args.calls, args.per_call)
+        print(recipe, json.dumps(results[recipe]), flush=True)  # as each finishes
     print(f"{platform.machine()}, jax {jax.__version__}, {jax.devices()[0].platform}")
     print(f"median of {args.calls} calls of {args.per_call} steps per variant, calls interleaved")
     print("| recipe | variant | ms/step | vs plain |")

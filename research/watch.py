@@ -12,7 +12,8 @@ watch for the first non-finite gradient (one reduction over the gradients, which
 pass has just written). When that happens, ``bad_update`` and ``bad_groups`` hold the update
 and the groups where the current run of non-finite gradients began, so a stop on a NaN loss
 can name them. Under ``jax.vmap`` (several seeds in one program) the condition is per
-replica and both branches run: the norms are then computed on every update.
+replica and both branches run: the norms are then computed on every update. The update is the
+optimizer's: a learning-rate grid's per-replica factor (``engine/replicas.py``) comes after it.
 """
 
 from __future__ import annotations
