@@ -24,6 +24,7 @@ import numpy as np
 from research.engine.checkpoint import BEST, STATE
 from research.engine.settings import InitFromConfig
 from research.errors import ConfigError
+from research.models.stacking import to_layout
 from research.optim import param_path
 
 # A classifier's output layer: every model in research/models names it ``head``. Its shape fits a
@@ -91,7 +92,8 @@ def load(
     the loaded paths that the ``frozen`` patterns (optimizer.freeze) keep as loaded.
     """
     state_dir = checkpoint_state_dir(settings.path)
-    source = read_arrays(state_dir)
+    names = [param_path(p) for p, _ in jax.tree_util.tree_leaves_with_path(state)]
+    source = to_layout(read_arrays(state_dir), names)  # blocks stacked or unstacked (model.scan_layers)
     inc, exc = _patterns("include", settings.include), _patterns("exclude", settings.exclude)
     report: dict[str, list[str]] = {"loaded": [], "excluded": [], "absent": [], "mismatched": []}
 

@@ -24,13 +24,15 @@ from research.engine import feed as feeds
 from research.engine.api import Evaluator, Task
 from research.engine.checkpoint import Checkpointer
 from research.engine.evaluation import Evaluation, Outcome
-from research.engine.orbax_reads import shape_mismatches
+from research.engine.orbax_reads import saved_shapes, shape_mismatches
 from research.engine.replicas import Replicas
 from research.engine.run_dir import recorded_classes
 from research.engine.settings import TrainerConfig
 from research.engine.sharding import make_mesh, state_shardings
 from research.engine.steps import Programs
 from research.errors import ConfigError
+from research.models.stacking import layout_hint
+from research.optim import param_path
 
 
 class SavedRun:
@@ -95,6 +97,7 @@ class SavedRun:
         state_dir = self.ckpt.state_dir(step)
         mismatched = shape_mismatches(state_dir, self.target)
         if mismatched:
+            _check_layout(state_dir, self.target)
             raise ConfigError(
                 f"the checkpoint {state_dir} does not fit this data and model ({'; '.join(mismatched[:4])}): "
                 "the data must have the run's input shape and number of classes (check data=...)"
@@ -144,4 +147,17 @@ def _check_classes(run_dir: Path, dataset: Dataset | None) -> None:
         raise ConfigError(
             f"{run_dir} was trained on the classes {', '.join(recorded)}; the data now has "
             f"{', '.join(now)}: read it with data whose classes are the run's"
+        )
+
+
+def _check_layout(state_dir: Path, target: Any) -> None:
+    """A checkpoint whose blocks are stacked where the model unrolls them (or the reverse) is one
+    line naming ``model.scan_layers`` as the run had it (``trainer.init_from`` converts instead)."""
+    hint = layout_hint(
+        saved_shapes(state_dir), [param_path(p) for p, _ in jax.tree_util.tree_leaves_with_path(target)]
+    )
+    if hint is not None:
+        raise ConfigError(
+            f"the checkpoint {state_dir} holds its layers in the other layout: read it with {hint} "
+            "(as it was trained), or load it into this layout with trainer.init_from"
         )

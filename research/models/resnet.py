@@ -22,6 +22,7 @@ from research.errors import ConfigError
 from research.models.conv import CONV_IMPLS, conv_function, resolve
 from research.models.layers import activation as activation_fn
 from research.models.layers import choice, image_shape
+from research.models.stacking import apply_blocks, check_remat
 
 STEMS = ("cifar", "imagenet")
 # He initialisation over the output fan, as torchvision's ResNet.
@@ -154,6 +155,7 @@ class ResNet(nnx.Module):
         batch_norm_epsilon: float,
         zero_init_residual: bool,
         conv_impl: str = "auto",
+        remat: str = "none",
         *,
         rngs: nnx.Rngs,
     ):
@@ -170,6 +172,7 @@ class ResNet(nnx.Module):
                 "positive block count per width"
             )
         self.act = activation_fn(activation)
+        self.remat = check_remat(remat)
         norm = partial(nnx.BatchNorm, momentum=batch_norm_momentum, epsilon=batch_norm_epsilon)
         self.stem_kind = stem
         kernel, stride = (3, 1) if stem == "cifar" else (7, 2)
@@ -193,8 +196,7 @@ class ResNet(nnx.Module):
         if self.stem_kind == "imagenet":
             x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
         for stage in self.stages:
-            for block in stage:
-                x = block(x)
+            x = apply_blocks(stage, x, scan=False, remat=self.remat)
         return self.head(x.mean(axis=(1, 2)))
 
 

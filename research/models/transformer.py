@@ -20,6 +20,7 @@ from flax import nnx
 
 from research.errors import ConfigError
 from research.models.layers import check_rate, choice, masked_mean
+from research.models.stacking import apply_blocks, check_remat, make_blocks
 
 POSITIONS = ("learned", "rotary")
 POOLS = ("cls", "mean")
@@ -122,7 +123,12 @@ class Block(nnx.Module):
 
 
 class Stack(nnx.Module):
-    """``depth`` blocks, then the final LayerNorm that pre-norm blocks leave to the end."""
+    """``depth`` blocks, then the final LayerNorm that pre-norm blocks leave to the end.
+
+    ``scan_layers`` stacks the blocks' variables and scans over them; ``remat`` names the
+    ``jax.checkpoint_policies`` policy each block is rematerialised under
+    (``research/models/stacking.py``).
+    """
 
     def __init__(
         self,
@@ -134,22 +140,20 @@ class Stack(nnx.Module):
         causal: bool,
         rotary_positions: bool,
         *,
+        scan_layers: bool = False,
+        remat: str = "none",
         rngs: nnx.Rngs,
     ):
-        if depth < 1:
-            raise ConfigError(f"model.depth={depth} must be at least 1")
-        self.blocks = nnx.List(
-            [
-                Block(dim, num_heads, mlp_dim, dropout, causal, rotary_positions, rngs=rngs)
-                for _ in range(depth)
-            ]
-        )
+        self.scan, self.remat = bool(scan_layers), check_remat(remat)
+
+        def block(rngs: nnx.Rngs) -> Block:
+            return Block(dim, num_heads, mlp_dim, dropout, causal, rotary_positions, rngs=rngs)
+
+        self.blocks = make_blocks(block, depth, self.scan, rngs)
         self.norm = nnx.LayerNorm(dim, rngs=rngs)
 
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-        for block in self.blocks:
-            x = block(x, mask)
-        return self.norm(x)
+        return self.norm(apply_blocks(self.blocks, x, mask, scan=self.scan, remat=self.remat))
 
 
 class LearnedPositions(nnx.Module):
@@ -202,6 +206,8 @@ class TransformerClassifier(nnx.Module):
         dropout: float,
         pool: str,
         positions: str,
+        scan_layers: bool = False,
+        remat: str = "none",
         *,
         rngs: nnx.Rngs,
     ):
@@ -212,7 +218,10 @@ class TransformerClassifier(nnx.Module):
         slots = max_len + (self.cls is not None)
         self.positions = None if rotary_positions else LearnedPositions(slots, dim, rngs=rngs)
         self.dropout = nnx.Dropout(check_rate("dropout", dropout), rngs=rngs)
-        self.transformer = Stack(dim, depth, num_heads, mlp_dim, dropout, False, rotary_positions, rngs=rngs)
+        self.transformer = Stack(
+            dim, depth, num_heads, mlp_dim, dropout, False, rotary_positions,
+            scan_layers=scan_layers, remat=remat, rngs=rngs,
+        )  # fmt: skip
         self.head = nnx.Linear(dim, num_outputs, rngs=rngs)
 
     def __call__(self, tokens: jax.Array, mask: jax.Array | None = None) -> jax.Array:
@@ -245,6 +254,8 @@ class TransformerLM(nnx.Module):
         dropout: float,
         positions: str,
         tie_embeddings: bool,
+        scan_layers: bool = False,
+        remat: str = "none",
         *,
         rngs: nnx.Rngs,
     ):
@@ -253,7 +264,10 @@ class TransformerLM(nnx.Module):
         self.embed = nnx.Embed(vocab_size, dim, embedding_init=EMBED_INIT, rngs=rngs)
         self.positions = None if rotary_positions else LearnedPositions(max_len, dim, rngs=rngs)
         self.dropout = nnx.Dropout(check_rate("dropout", dropout), rngs=rngs)
-        self.transformer = Stack(dim, depth, num_heads, mlp_dim, dropout, True, rotary_positions, rngs=rngs)
+        self.transformer = Stack(
+            dim, depth, num_heads, mlp_dim, dropout, True, rotary_positions,
+            scan_layers=scan_layers, remat=remat, rngs=rngs,
+        )  # fmt: skip
         self.head = None if tie_embeddings else nnx.Linear(dim, vocab_size, use_bias=False, rngs=rngs)
 
     def features(self, tokens: jax.Array) -> jax.Array:

@@ -33,6 +33,8 @@ class ViT(nnx.Module):
         mlp_dim: int,
         pool: str,
         dropout: float,
+        scan_layers: bool = False,
+        remat: str = "none",
         *,
         rngs: nnx.Rngs,
     ):
@@ -50,7 +52,18 @@ class ViT(nnx.Module):
         num_patches = (height // patch_size) * (width // patch_size)
         self.positions = LearnedPositions(num_patches + (self.cls is not None), dim, rngs=rngs)
         self.dropout = nnx.Dropout(check_rate("dropout", dropout), rngs=rngs)
-        self.transformer = Stack(dim, depth, num_heads, mlp_dim, dropout, False, False, rngs=rngs)
+        self.transformer = Stack(
+            dim,
+            depth,
+            num_heads,
+            mlp_dim,
+            dropout,
+            False,
+            False,
+            scan_layers=scan_layers,
+            remat=remat,
+            rngs=rngs,
+        )
         self.head = nnx.Linear(dim, num_outputs, rngs=rngs)
 
     def __call__(self, images: jax.Array) -> jax.Array:
