@@ -293,7 +293,7 @@ def test_two_processes_each_decode_and_read_only_their_own_shard(folder: Path, t
         for i in (0, 1)
     ]
     try:
-        outputs = [p.communicate(timeout=240) for p in procs]
+        outputs = [p.communicate(timeout=600) for p in procs]
     finally:
         for p in procs:
             p.kill()
@@ -312,7 +312,7 @@ def test_two_processes_each_decode_and_read_only_their_own_shard(folder: Path, t
 # Every kind of image task on a folder: the recipe, and what makes it fit 60 images of 3 classes.
 TASKS = {
     "anomaly": ("digits_autoencoder", ["task.normal_class=1"]),
-    "vae": ("digits_vae", []),
+    "vae": ("digits_vae", ["task.interpolation_pairs=2"]),  # the val split holds 5 images
     "gan": ("digits_dcgan", []),
     "simclr": ("digits_simclr", []),
     "cross-validation": ("digits_mlp", ["trainer.cv_folds=3"]),
@@ -328,7 +328,7 @@ def test_every_image_task_trains_on_a_folder(kind: str, folder: Path, tmp_path: 
     run_train(
         f"+experiment={recipe}", "+debug=fast", "data=image_folder", f"data.path={folder}",
         f"data.cache_dir={tmp_path / 'cache'}", "data.image_size=[8,8]", "data.batch_size=8", *overrides,
-        *TINY, f"hydra.run.dir={run_dir}", timeout=240,
+        *TINY, f"hydra.run.dir={run_dir}", timeout=600,
     )  # fmt: skip
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 8
 
@@ -346,13 +346,13 @@ def test_transfer_recipes_pretrain_on_some_classes_and_finetune_on_others(
     pretrain, finetune = tmp_path / "pretrain", tmp_path / "finetune"
     run_train(
         "+experiment=fashion_mnist_cnn_pretrain", "+debug=fast", *data, "data.classes=[cat,dog]",
-        *TINY, f"hydra.run.dir={pretrain}", timeout=240,
+        *TINY, f"hydra.run.dir={pretrain}", timeout=600,
     )  # fmt: skip
     assert json.loads((pretrain / "classes.json").read_text()) == ["cat", "dog"]
     proc = run_train(
         "+experiment=fashion_mnist_cnn_finetune", "+debug=fast", *data, "data.classes=[eel,dog]",
         "data.labels_per_class=4", f"trainer.init_from.path={pretrain}", *TINY, f"hydra.run.dir={finetune}",
-        timeout=240,
+        timeout=600,
     )  # fmt: skip
     assert "params/blocks/0/conv/kernel" in next(
         line for line in proc.stdout.splitlines() if "loaded" in line
