@@ -110,7 +110,7 @@ def _local_mean(x: jax.Array, window: jax.Array) -> jax.Array:
     cols = jnp.stack(
         [jnp.zeros(x.shape[2]).at[i : i + size].set(window) for i in range(x.shape[2] - size + 1)]
     )
-    return jnp.einsum("ih,bhwc,jw->bijc", rows, x, cols)
+    return jnp.einsum("ih,bhwc,jw->bijc", rows, x, cols, precision=jax.lax.Precision.HIGHEST)
 
 
 def ssim(
