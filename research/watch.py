@@ -57,11 +57,14 @@ def watched(tx: optax.GradientTransformation, every: int) -> optax.GradientTrans
     """``tx`` whose state also holds the health signals, parameter and update norms every ``every``."""
 
     def init(params: Any) -> tuple[Any, HealthState]:
-        zeros = {n: jnp.zeros((), jnp.float32) for n in groups(params)}
+        names = groups(params)
+
+        def zeros(dtype: Any = jnp.float32) -> dict[str, jax.Array]:  # own buffers: the state is donated
+            return {n: jnp.zeros((), dtype) for n in names}
+
         state = HealthState(
-            jnp.zeros((), jnp.int32), zeros, zeros, zeros, jnp.zeros((), jnp.int32),
-            {n: jnp.zeros((), bool) for n in zeros},
-        )  # fmt: skip
+            jnp.zeros((), jnp.int32), zeros(), zeros(), zeros(), jnp.zeros((), jnp.int32), zeros(bool)
+        )
         return tx.init(params), state
 
     def update(grads: Any, state: tuple[Any, HealthState], params: Any = None) -> tuple[Any, tuple]:
