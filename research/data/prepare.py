@@ -69,6 +69,8 @@ def prepare(name: str, data_dir: str, source: str | None = None) -> str:
     local = prepare_local(name, data_dir, source)
     if local is not None:
         return local
+    if name.startswith("movielens"):  # TFDS registers its movielens builders only when imported
+        import tensorflow_datasets.structured.movielens  # noqa: F401
     try:
         builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
     except tfds.core.registered.DatasetNotFoundError:
