@@ -207,6 +207,7 @@ def test_a_pet_mask_of_another_size_stops_the_cli_with_one_line(tmp_path: Path) 
     assert "mask is" in lines[-1] and not run_dir.exists()
 
 
+@pytest.mark.slow
 def test_pets_become_square_images_and_three_class_masks(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     subprocess.run(
