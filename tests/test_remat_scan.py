@@ -1,4 +1,4 @@
-"""model.remat and model.scan_layers: the same numbers in every layout and policy, checkpoints across layouts."""
+"""model.remat and model.scan_layers: one loss in every layout and policy; checkpoints across layouts."""
 
 from __future__ import annotations
 
@@ -30,20 +30,48 @@ MASK = jnp.asarray((np.arange(8)[None, :] < np.array([[8], [5], [3], [8]])).asty
 
 def lm(scan: bool, remat: str, dropout: float = 0.0) -> TransformerLM:
     """``shakespeare_char_transformer``'s model at a tiny size."""
-    return TransformerLM(11, 8, **SIZE, dropout=dropout, positions="learned", tie_embeddings=True,
-                         scan_layers=scan, remat=remat, rngs=nnx.Rngs(params=0, dropout=1))  # fmt: skip
+    return TransformerLM(
+        11,
+        8,
+        **SIZE,
+        dropout=dropout,
+        positions="learned",
+        tie_embeddings=True,
+        scan_layers=scan,
+        remat=remat,
+        rngs=nnx.Rngs(params=0, dropout=1),
+    )
 
 
 def vit(scan: bool, remat: str) -> ViT:
     """``fashion_mnist_vit``'s model at a tiny size."""
-    return ViT((8, 8, 1), 3, 4, **SIZE, pool="cls", dropout=0.0, scan_layers=scan, remat=remat,
-               rngs=nnx.Rngs(params=0, dropout=1))  # fmt: skip
+    return ViT(
+        (8, 8, 1),
+        3,
+        4,
+        **SIZE,
+        pool="cls",
+        dropout=0.0,
+        scan_layers=scan,
+        remat=remat,
+        rngs=nnx.Rngs(params=0, dropout=1),
+    )
 
 
 def encoder(scan: bool, remat: str) -> TransformerClassifier:
     """``imdb_transformer``'s model: padding masks ride through the scan."""
-    return TransformerClassifier(11, 3, 8, **SIZE, dropout=0.0, pool="mean", positions="rotary",
-                                 scan_layers=scan, remat=remat, rngs=nnx.Rngs(params=0, dropout=1))  # fmt: skip
+    return TransformerClassifier(
+        11,
+        3,
+        8,
+        **SIZE,
+        dropout=0.0,
+        pool="mean",
+        positions="rotary",
+        scan_layers=scan,
+        remat=remat,
+        rngs=nnx.Rngs(params=0, dropout=1),
+    )
 
 
 def lm_loss(model: nnx.Module) -> jax.Array:
@@ -66,7 +94,9 @@ def arrays(state: nnx.State) -> dict[str, np.ndarray]:
     """Path -> numpy array (RNG keys as their key data)."""
 
     def host(v: jax.Array) -> np.ndarray:
-        return np.asarray(jax.random.key_data(v) if jax.dtypes.issubdtype(v.dtype, jax.dtypes.prng_key) else v)
+        return np.asarray(
+            jax.random.key_data(v) if jax.dtypes.issubdtype(v.dtype, jax.dtypes.prng_key) else v
+        )
 
     return {param_path(p): host(v) for p, v in jax.tree_util.tree_leaves_with_path(state)}
 
@@ -135,16 +165,22 @@ def test_layouts_convert_both_ways_and_name_the_setting() -> None:
     back = to_layout({k: stacked[k] for k in scanned_names}, unrolled.keys())
     for name, value in unrolled.items():
         np.testing.assert_array_equal(back[name], value)
-    np.testing.assert_array_equal(stacked["transformer/blocks/mlp/up/kernel"][2], unrolled["transformer/blocks/2/mlp/up/kernel"])
+    np.testing.assert_array_equal(
+        stacked["transformer/blocks/mlp/up/kernel"][2], unrolled["transformer/blocks/2/mlp/up/kernel"]
+    )
     assert layout_hint(unrolled, scanned_names) == "model.scan_layers=false"
     assert layout_hint(scanned_names, unrolled) == "model.scan_layers=true"
     assert layout_hint(unrolled, unrolled) is None
-    deeper = arrays(nnx.state(TransformerLM(11, 8, 16, 4, 2, 32, 0.0, "learned", True, rngs=nnx.Rngs(0)), nnx.Param))
+    deeper = arrays(
+        nnx.state(TransformerLM(11, 8, 16, 4, 2, 32, 0.0, "learned", True, rngs=nnx.Rngs(0)), nnx.Param)
+    )
     assert layout_hint(unrolled, deeper) is None  # another depth is not a layout question
 
 
 def test_an_unknown_policy_is_one_line_listing_the_known_ones() -> None:
-    with pytest.raises(ConfigError, match=r"model.remat='dots' is not one of: none, full, dots_saveable") as e:
+    with pytest.raises(
+        ConfigError, match=r"model.remat='dots' is not one of: none, full, dots_saveable"
+    ) as e:
         check_remat("dots")
     assert "\n" not in str(e.value)
     assert set(REMAT_POLICIES) >= {"none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable"}
@@ -156,8 +192,22 @@ def test_rematerialised_resnet_blocks_keep_their_batch_statistics() -> None:
     """Batch norm inside nnx.remat: the same output, gradients and running averages as without."""
 
     def build(remat: str) -> ResNet:
-        return ResNet((8, 8, 3), 3, [2, 1], [4, 8], "basic", "cifar", 4, "relu", 0.9, 1e-5, False, "xla",
-                      remat=remat, rngs=nnx.Rngs(0))  # fmt: skip
+        return ResNet(
+            (8, 8, 3),
+            3,
+            [2, 1],
+            [4, 8],
+            "basic",
+            "cifar",
+            4,
+            "relu",
+            0.9,
+            1e-5,
+            False,
+            "xla",
+            remat=remat,
+            rngs=nnx.Rngs(0),
+        )
 
     images = jnp.asarray(RNG.normal(size=(4, 8, 8, 3)), jnp.float32)
     results = []
@@ -187,24 +237,45 @@ def test_a_run_saved_unrolled_is_refused_by_name_when_read_scanned_and_converted
     tmp_path: Path,
 ) -> None:
     """evaluate with the other layout: one line naming model.scan_layers; init_from converts the
-    layout, so a scanned, rematerialised run that does not move (learning rate 0) scores the same."""
+    layout, so a scanned, rematerialised run that does not move (every parameter frozen) scores the same."""
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("First Citizen: before we proceed any further, hear me speak.\n" * 40)
-    common = ["+experiment=shakespeare_char_transformer", "+debug=fast", "data=text_files", f"data.path={corpus}",
-              "data.batch_size=4", "model.depth=2", "model.dim=16", "model.num_heads=2", "model.mlp_dim=32", *TINY]  # fmt: skip
+    common = [
+        "+experiment=shakespeare_char_transformer",
+        "+debug=fast",
+        "data=text_files",
+        f"data.path={corpus}",
+        "data.batch_size=4",
+        "model.depth=2",
+        "model.dim=16",
+        "model.num_heads=2",
+        "model.mlp_dim=32",
+        *TINY,
+    ]
     saved, loaded = tmp_path / "unrolled", tmp_path / "scanned"
     run_train(*common, f"hydra.run.dir={saved}", timeout=240, cwd=tmp_path)
 
     proc = subprocess.run(
         [*train_cmd()[:2], "research.evaluate", f"run={saved}", "model.scan_layers=true"],
-        capture_output=True, text=True, timeout=240, cwd=ROOT,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=ROOT,
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     error = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("error:")]
     assert len(error) == 1 and "model.scan_layers=false" in error[0], proc.stdout + proc.stderr
 
-    proc = run_train(*common, "model.scan_layers=true", "model.remat=full", "optimizer.learning_rate=0",
-                     f"trainer.init_from.path={saved}", f"hydra.run.dir={loaded}", timeout=240, cwd=tmp_path)  # fmt: skip
+    proc = run_train(
+        *common,
+        "model.scan_layers=true",
+        "model.remat=full",
+        "optimizer.freeze=[.]",
+        f"trainer.init_from.path={saved}",
+        f"hydra.run.dir={loaded}",
+        timeout=240,
+        cwd=tmp_path,
+    )
     assert "absent" not in proc.stdout and "loaded" in proc.stdout, proc.stdout
     before = json.loads((saved / "summary.json").read_text())
     after = json.loads((loaded / "summary.json").read_text())

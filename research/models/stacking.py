@@ -81,7 +81,9 @@ def apply_blocks(blocks: nnx.Module, x: jax.Array, *args: Any, scan: bool, remat
     return nnx.scan(step, in_axes=(nnx.Carry, 0), out_axes=nnx.Carry, graph_updates=False)(x, blocks)
 
 
-def rematerialised(block: nnx.Module, x: jax.Array, *args: Any, policy: Callable[..., bool] | None) -> jax.Array:
+def rematerialised(
+    block: nnx.Module, x: jax.Array, *args: Any, policy: Callable[..., bool] | None
+) -> jax.Array:
     """``block(x, *args)`` under ``jax.checkpoint(policy=...)``, the block's variables passed in and
     its updates (batch statistics, RNG counts) passed out, then written back at the caller's trace
     level: ``nnx.remat`` writes them from inside its own trace, which fails under ``jax.grad``.
