@@ -20,6 +20,7 @@ updates (Kauldron's ``ema_params(debias=True)``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -59,7 +60,7 @@ def from_config(cfg: Any) -> optax.GradientTransformation | None:
     """The averaging ``optimizer.ema`` asks for: null or ``decay`` null is none."""
     if cfg is None:
         return None
-    if not isinstance(cfg, dict) or set(cfg) - set(KEYS):
+    if not isinstance(cfg, Mapping) or set(cfg) - set(KEYS):
         raise ConfigError(f"optimizer.ema must be null or a mapping with keys {list(KEYS)}, got {cfg!r}")
     decay = cfg.get("decay")
     if decay is None:
