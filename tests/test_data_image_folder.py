@@ -254,7 +254,8 @@ def test_training_records_the_classes_and_evaluate_refuses_renamed_ones(folder: 
 
 @pytest.mark.slow
 def test_a_streamed_run_killed_mid_epoch_resumes_bit_identical(folder: Path, tmp_path: Path) -> None:
-    """43 training images in batches of 8: 5 steps an epoch, checkpoints every 7 land mid-epoch."""
+    """49 training images (the config's 10% test, then 10% val, of 60) in batches of 8: 6 steps an
+    epoch, so checkpoints every 7 land mid-epoch."""
     args = (
         *IMAGE_MLP, f"data.path={folder}", f"data.cache_dir={tmp_path / 'cache'}", "data.in_memory=false",
         "optimizer/schedule=constant", "trainer.steps_per_call=1", "trainer.eval_every=7",
@@ -267,7 +268,7 @@ def test_a_streamed_run_killed_mid_epoch_resumes_bit_identical(folder: Path, tmp
         lambda: latest_checkpoint(killed) >= 14,
         signal.SIGKILL,
     )
-    assert stop.code == -signal.SIGKILL and latest_checkpoint(killed) % 5  # stopped mid-epoch
+    assert stop.code == -signal.SIGKILL and latest_checkpoint(killed) % 6  # stopped mid-epoch
     run_train(*finish, f"hydra.run.dir={killed}")
     assert_same_final_state(straight, killed)
 
@@ -305,7 +306,7 @@ def test_two_processes_each_decode_and_read_only_their_own_shard(folder: Path, t
     }
     assert sorted(shards) == ["train-0-of-2", "train-1-of-2"]  # no process decoded the whole train split
     assert not shards["train-0-of-2"] & shards["train-1-of-2"]
-    assert len(shards["train-0-of-2"] | shards["train-1-of-2"]) == 43
+    assert len(shards["train-0-of-2"] | shards["train-1-of-2"]) == 49  # 60 less 6 test and 5 val
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 20
 
 
