@@ -63,11 +63,7 @@ def load(
     decoding = Decoding(tuple(int(n) for n in image_size), channels, interpolation)
     root = os.path.abspath(os.path.expanduser(path))
     names, found = file_index.scan(path)
-    files = file_index.split_files(found, val_fraction, test_fraction, split_seed)
-    if classes is not None:
-        files, names = file_index.keep_classes(files, names, classes)
-    if labels_per_class is not None:
-        files["train"] = file_index.keep_per_class(files["train"], labels_per_class, split_seed)
+    files, names = _chosen(found, names, val_fraction, test_fraction, split_seed, classes, labels_per_class)
     if batch_size > len(files["train"]):
         raise ConfigError(
             f"data.batch_size={batch_size} exceeds the {len(files['train'])} training images of {path}"
@@ -79,7 +75,7 @@ def load(
 
     parts = {split: cached(split, files[split]) for split in ("val", "test")}
     streamed = not _fits(in_memory, len(files["train"]), parts["val"].shape, memory_budget_mb)
-    if streamed:
+    if streamed:  # this process decodes and reads only its own share of the training files
         index, count = shard or _process_shard()
         own = files["train"].take(np.arange(index, len(files["train"]), count))
         parts["train"] = cached(f"train-{index}-of-{count}", own)
@@ -92,11 +88,7 @@ def load(
     shape = parts["val"].shape
     measured_on = "val" if streamed else "train"
     mean, std = _normalization(normalize, splits[measured_on], pixel_max, shape[-1])
-    where = "from data.normalize" if normalize["mean"] is not None else f"measured on the {measured_on} split"
-    words = (
-        f"image: (pixels / {pixel_max:g} - mean) / std per channel, mean {[round(m, 4) for m in mean]} "
-        f"std {[round(v, 4) for v in std]} ({where}); augment {dict(augment)}"
-    )
+    words = _in_words(mean, std, pixel_max, normalize, measured_on, augment)
     return Dataset(
         name=os.path.basename(root),
         input_shape=shape,
@@ -114,6 +106,40 @@ def load(
             "streamed": streamed,
         },
     )
+
+
+def _in_words(
+    mean: Sequence[float],
+    std: Sequence[float],
+    pixel_max: float,
+    normalize: Mapping,
+    measured_on: str,
+    augment: Mapping,
+) -> str:
+    """What the transform does, for ``Dataset.info`` (research.data.inspect prints it)."""
+    where = "from data.normalize" if normalize["mean"] is not None else f"measured on the {measured_on} split"
+    return (
+        f"image: (pixels / {pixel_max:g} - mean) / std per channel, mean {[round(m, 4) for m in mean]} "
+        f"std {[round(v, 4) for v in std]} ({where}); augment {dict(augment)}"
+    )
+
+
+def _chosen(
+    found: dict[str, file_index.Files],
+    names: list[str],
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    classes: Sequence[int | str] | None,
+    labels_per_class: int | None,
+) -> tuple[dict[str, file_index.Files], list[str]]:
+    """({split: its files}, class names): the splits carved, then the chosen classes and labels kept."""
+    files = file_index.split_files(found, val_fraction, test_fraction, seed)
+    if classes is not None:
+        files, names = file_index.keep_classes(files, names, classes)
+    if labels_per_class is not None:
+        files["train"] = file_index.keep_per_class(files["train"], labels_per_class, seed)
+    return files, names
 
 
 def _fits(in_memory: bool | None, num_train: int, shape: tuple[int, ...], budget_mb: float) -> bool:
