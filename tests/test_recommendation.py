@@ -91,15 +91,17 @@ def mf(**kwargs) -> functools.partial:
     return functools.partial(MatrixFactorization, **{"rank": 3, "init_scale": 0.1, **kwargs})
 
 
-@pytest.mark.slow
 def test_matrix_factorisation_recovers_a_planted_low_rank_matrix() -> None:
-    data = planted(200, 150, 3, 0.3, 0.3, seed=1, test_fraction=0.1, val_fraction=0.1, split_seed=0,
+    """Rank 3, noise 0.3, half of 200 x 150 observed: ~1,400 parameters from ~12,000 ratings can
+    get to about 0.3 x sqrt(1 + 1,400 / 12,000) = 1.06 x the oracle; 1.10 leaves room for SGD."""
+    data = planted(200, 150, 3, 0.3, 0.5, seed=1, test_fraction=0.1, val_fraction=0.1, split_seed=0,
                    batch_size=256, eval_batch_size=1024)  # fmt: skip
-    task = RecommendationTask(mf(), lambda n: optax.adam(1e-2), 1500, data, loss="mse", l2=0.01)
+    adam = lambda n: optax.adam(optax.cosine_decay_schedule(1e-2, n))  # noqa: E731
+    task = RecommendationTask(mf(), adam, 1500, data, loss="mse", l2=0.01)
     got = evaluate(task, fit(task, 1500), "test")
     oracle = data.info["baseline_test_rmse"]["oracle"]
     assert oracle == pytest.approx(0.3, rel=0.1)
-    assert got["rmse"] < 1.15 * oracle, (got, data.info["baseline_test_rmse"])
+    assert got["rmse"] < 1.10 * oracle, (got, data.info["baseline_test_rmse"])
     assert data.info["baseline_test_rmse"]["train_mean"] > 3 * oracle  # the matrix is far from flat
 
 
