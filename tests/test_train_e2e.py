@@ -71,8 +71,9 @@ TINY_MODEL = {"vit": ATTENTION, "transformer_classifier": ATTENTION, "transforme
 FEW_LABELS = ("fashion_mnist_cnn_finetune", "fashion_mnist_cnn_linear_probe", "fashion_mnist_cnn_lora")
 # The TFDS mock draws pixels in 0..255 whatever the dataset; binarized_mnist's are 0/1 (pixel_max 1),
 # and a Bernoulli likelihood of targets above 1 is unbounded below: scale the mock's back into [0, 1].
-MOCK_PIXELS = {"mnist_vae": ["data.pixel_max=255"]}
-# TFDS's mock draws a photo and its mask at unrelated sizes: these recipes get records that agree.
+MOCK_PIXELS = {"mnist_vae": ["data.pixel_max=255"], "oxford_pet_unet_segmentation": ["data.image_size=32"]}
+# TFDS's mock draws a photo and its mask at unrelated sizes: these recipes get records that agree
+# (20-48 pixel photos, so the pet recipe reads them at 32x32, not 128x128).
 MOCK_SCRIPTS = {"oxford_pet_unet_segmentation": "mock_pets.py"}
 
 
