@@ -7,7 +7,8 @@ structures differ (orbax#2972), so the matching and the report are done here:
 what was loaded, what was skipped (excluded or absent), what keeps its fresh
 initialisation because the shapes differ. Nothing loaded at all, or any
 mismatch with ``strict``, or a path the checkpoint lacks (another architecture: exclude
-it to keep it fresh on purpose) is an error that lists the mismatched paths.
+it to keep it fresh on purpose) is an error that lists the mismatched paths. LoRA adapters
+(optimizer.lora) are new by design: absent from the source, they keep their initialisation.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 from research.engine.checkpoint import BEST, STATE
 from research.engine.settings import InitFromConfig
 from research.errors import ConfigError
+from research.models import lora
 from research.models.stacking import to_layout
 from research.optim import param_path
 
@@ -95,7 +97,8 @@ def load(
     names = [param_path(p) for p, _ in jax.tree_util.tree_leaves_with_path(state)]
     source = to_layout(read_arrays(state_dir), names)  # blocks stacked or unstacked (model.scan_layers)
     inc, exc = _patterns("include", settings.include), _patterns("exclude", settings.exclude)
-    report: dict[str, list[str]] = {"loaded": [], "excluded": [], "absent": [], "mismatched": []}
+    kinds = ("loaded", "excluded", "absent", "mismatched", "adapters")
+    report: dict[str, list[str]] = {kind: [] for kind in kinds}
 
     def load(key_path: tuple, leaf: Any, spec: Any) -> Any:
         name = param_path(key_path)
@@ -105,7 +108,7 @@ def load(
             report["excluded"].append(name)
             return leaf
         if name not in source:
-            report["absent"].append(name)
+            report["adapters" if lora.is_adapter(name) else "absent"].append(name)
             return leaf
         value = source[name]
         if value.shape != tuple(leaf.shape):
@@ -157,7 +160,7 @@ def _check(report: dict, state_dir: Path, strict: bool) -> None:
 
 def _print_report(report: dict, state_dir: Path) -> None:
     print(f"init_from {state_dir}:", flush=True)
-    for kind in ("loaded", "frozen", "mismatched", "absent", "excluded"):
+    for kind in ("loaded", "frozen", "mismatched", "absent", "excluded", "adapters"):
         if report[kind]:
-            reinit = " (re-initialised)" if kind in ("mismatched", "absent", "excluded") else ""
+            reinit = " (re-initialised)" if kind in ("mismatched", "absent", "excluded", "adapters") else ""
             print(f"  {kind}{reinit} {len(report[kind])}: {', '.join(report[kind])}", flush=True)
