@@ -11,6 +11,7 @@ Target: >= 40% on an H100/H200.
     python bench/lm_mfu.py                          # GPT-2 small, bfloat16, batch 16
     python bench/lm_mfu.py --batch 32 --precision float32
     python bench/lm_mfu.py --tiny --seconds 1       # 1 small block: checks the script on a CPU
+    python bench/lm_mfu.py model.remat=full         # any config override after the options
 """
 
 from __future__ import annotations
@@ -57,9 +58,10 @@ def main() -> None:
     parser.add_argument("--precision", default="bfloat16", choices=["float32", "bfloat16"])
     parser.add_argument("--seconds", type=float, default=10.0, help="timed seconds (whole calls)")
     parser.add_argument("--tiny", action="store_true", help="one small block, to check the script")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. model.remat=full")
     args = parser.parse_args()
     size = TINY if args.tiny else GPT2_SMALL
-    overrides = [RECIPE, *size_overrides(size), f"trainer.steps_per_call={STEPS_PER_CALL}"]
+    overrides = [RECIPE, *size_overrides(size), f"trainer.steps_per_call={STEPS_PER_CALL}", *args.overrides]
     task, feed, programs, state = setup(overrides, args.batch, args.precision, seeds=1)
     per_token, num_params, positions = model_flops_per_token(state, size)  # before the timing donates it
     rate = steps_per_s(feed, programs, state, args.seconds, STEPS_PER_CALL)
@@ -72,6 +74,7 @@ def main() -> None:
         "size": size,
         "batch": args.batch,
         "precision": args.precision,
+        "overrides": args.overrides,
         "params": num_params,
         "position_params": positions,
         "steps_per_s": round(rate, 3),
