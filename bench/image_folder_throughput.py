@@ -2,6 +2,7 @@
 steps/s of fashion_mnist_cnn streamed against in memory.
 
     python bench/image_folder_throughput.py [--folder DIR] [--workers 2] [--steps 300] [--out results.json]
+        [--tf-python /tmp/tfvenv/bin/python]
 
 ``DIR`` is the PNG folder bench/image_folder_fashion_mnist.py writes; its 10,000 test images
 are read here, resized from 28x28 to 32x32 (so every pipeline decodes and resizes). Measured:
@@ -15,8 +16,10 @@ are read here, resized from 28x28 to 32x32 (so every pipeline decodes and resize
   the workers' start included, as the framework's first read includes it (every epoch pays it);
 - plain PIL: a loop in one process, decode + resize.
 
-tf.data is not measured: TensorFlow is not installed here (nor declared by the project), and
-TFDS's ImageFolder needs it to decode. Training: ``--steps`` steps of fashion_mnist_cnn on the
+- tf.data (with ``--tf-python``, an interpreter that has TensorFlow: the project does not install
+  it): the same decode + resize (+ crop and flip) through ``bench/image_folder_tfdata.py``.
+
+Training: ``--steps`` steps of fashion_mnist_cnn on the
 folder in memory and streamed, alternated twice, best of each (the machine is shared).
 """
 
@@ -93,6 +96,13 @@ def plain_pil(paths: list[str]) -> float:
     return rate(len(paths), time.perf_counter() - started)
 
 
+def tf_data(python: str, folder: Path, augment: bool) -> float:
+    cmd = [python, str(ROOT / "bench" / "image_folder_tfdata.py"), "--folder", str(folder)]
+    cmd += ["--size", str(SIZE[0]), "--batch", str(BATCH)] + (["--augment"] if augment else [])
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["images_per_s"]
+
+
 def framework(files: file_index.Files, root: str, workers: int) -> dict:
     cache = tempfile.mkdtemp(prefix="image_folder_throughput_")
     decoding = image_cache.Decoding(SIZE, 1, "bilinear")
@@ -126,6 +136,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--tf-python", default=None, help="an interpreter with TensorFlow: adds tf.data")
     args = parser.parse_args()
     test = file_index.scan(str(args.folder / "test"))[1]["all"]
     paths = list(test.paths)
@@ -134,6 +145,12 @@ def main() -> None:
     results["plain_grain"] = plain_grain(paths, args.workers, augment=False)
     results["plain_grain_augment"] = plain_grain(paths, args.workers, augment=True)
     results["plain_pil_loop"] = plain_pil(paths)
+    if args.tf_python:
+        results["tf_data"] = tf_data(args.tf_python, args.folder / "test", augment=False)
+        results["tf_data_augment"] = tf_data(args.tf_python, args.folder / "test", augment=True)
+        results["streamed_over_tf_data"] = round(
+            results["framework"]["streamed"] / results["tf_data_augment"], 2
+        )
     results["streamed_over_plain_grain"] = round(
         results["framework"]["streamed"] / results["plain_grain_augment"], 2
     )
