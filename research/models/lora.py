@@ -74,7 +74,8 @@ def frozen_patterns(settings: Mapping[str, Any] | None) -> list[str]:
     if settings is None:
         return []
     kept = "".join(f"(?!.*?(?:{p}))" for p in settings["train"])
-    return [f"^(?!(?:.*/)?lora_[ab]$){kept}"]
+    # RNG streams (dropout/rngs/count) are not the base: frozen, every step would draw the same mask
+    return [f"^(?!(?:.*/)?lora_[ab]$)(?!(?:.*/)?rngs/){kept}"]
 
 
 def adapting(
