@@ -2,7 +2,7 @@
 
     JAX_PLATFORMS=cpu python bench/lora_vs_full.py [pretrain epochs, default 5]
 
-Results: docs/benchmarks.md, "LoRA fine-tuning" (~10 min on a 2-core CPU).
+Results: docs/benchmarks.md, "LoRA fine-tuning" (~25 min on a loaded 2-core CPU).
 
 Pretrains +experiment=fashion_mnist_cnn_pretrain (classes 0-4) once, then trains from it
 +experiment=fashion_mnist_cnn_finetune (every layer trained: the conv blocks loaded, a fresh dense
