@@ -58,13 +58,18 @@ REPLICAS = {
 }
 
 
+def _is_speed(key: str) -> bool:
+    """Rates and the model FLOPs utilisation they give: timings, which no two runs share."""
+    return key.endswith("_per_s") or key.split("/")[-1].startswith("mfu")
+
+
 def results(run_dir: Path) -> dict:
     """What a run reports: every metric of summary.json (not its speed), its steps and best step."""
     summary = json.loads((run_dir / "summary.json").read_text())
     metrics = {
         k: v
         for k, v in summary.items()
-        if k.split("/")[0] in ("train", "val", "test", "cv") and not k.endswith("_per_s")
+        if k.split("/")[0] in ("train", "val", "test", "cv") and not _is_speed(k)
     }
     return {**metrics, "steps": summary["steps"], "best_step": summary["best_step"]}
 
