@@ -97,7 +97,7 @@ def _trainer_error(key: str, value: str) -> str | None:
 VALUE_FLAGS = {"--config-dir", "-cd", "--config-name", "-cn", "--config-path", "-cp", "--experimental-rerun"}
 
 
-def _split_args(argv: list[str]) -> tuple[list[str], bool, bool, list[str]]:
+def split_args(argv: list[str]) -> tuple[list[str], bool, bool, list[str]]:
     """(overrides, multirun, skip, config dirs) where skip means Hydra answers a query flag itself."""
     overrides, flags, config_dirs = [], [], []
     args = iter(argv)
@@ -214,7 +214,7 @@ def preflight(argv: list[str] | None = None) -> None:
     if argv is None:
         sys.argv[1:] = config_dirs_first(sys.argv[1:])
     argv = sys.argv[1:] if argv is None else argv
-    overrides, multirun, skip, config_dirs = _split_args(argv)
+    overrides, multirun, skip, config_dirs = split_args(argv)
     if skip:
         return
     from research.engine.run_dir import writable_or_raise

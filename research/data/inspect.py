@@ -28,34 +28,18 @@ USAGE = (
 OWN_KEYS = ("split", "out", "seed")  # this command's own arguments, not config overrides
 
 
-def parse(argv: list[str]) -> tuple[list[str], dict[str, str]]:
-    """(config overrides with any --config-dir as hydra.searchpath, this command's own arguments)."""
-    from research.cli import _split_args, _with_search_path
+def parse(argv: list[str]) -> tuple[list[str], list[str], dict[str, str]]:
+    """(config overrides, --config-dir folders, this command's own arguments)."""
+    from research.cli import split_args
 
-    overrides, _, _, config_dirs = _split_args(argv)
+    overrides, _, _, config_dirs = split_args(argv)
     own = {}
     for item in list(overrides):
         key, _, value = item.partition("=")
         if key in OWN_KEYS:
             own[key] = value
             overrides.remove(item)
-    return _with_search_path(overrides, config_dirs), own
-
-
-def compose(overrides: list[str]):
-    """The training config these overrides give, checked; a composition error is one line."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from research.cli import _explain
-    from research.config import check, compose_train
-
-    try:
-        cfg = compose_train(overrides)
-    except (HydraException, OmegaConfBaseException, ValueError) as err:
-        raise UserError(_explain(err)) from None
-    check(cfg)
-    return cfg
+    return overrides, config_dirs, own
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,9 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0
     with report_errors():
-        overrides, own = parse(argv)
+        from research.cli import compose_checked  # train's composition and checks, errors as one line
+
+        overrides, config_dirs, own = parse(argv)
         split, seed = own.get("split", "train"), int(own.get("seed", 0))
-        cfg = compose(overrides)
+        cfg = compose_checked(overrides, False, config_dirs)
         if "_target_" not in (cfg.get("data") or {}):
             raise UserError("this config has no data (data=none): choose one with data=<group>")
         from hydra.utils import instantiate
