@@ -32,9 +32,10 @@ CONV_INIT = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
 ConvFactory = Callable[..., nnx.Conv]  # (c_in, c_out, kernel, stride, rngs) -> nnx.Conv
 
 
-def _conv(
+def same_conv(
     c_in: int, c_out: int, kernel: int, stride: int, rngs: nnx.Rngs, conv_general_dilated: Callable
 ) -> nnx.Conv:
+    """A bias-free SAME conv (He init, fan out): the factory the ResNet's and the U-Net's blocks take."""
     return nnx.Conv(
         c_in,
         c_out,
@@ -161,7 +162,7 @@ class ResNet(nnx.Module):
     ):
         input_shape = image_shape("ResNet", input_shape)
         impl = resolve(choice("conv_impl", conv_impl, CONV_IMPLS), "im2col", "xla")
-        conv = partial(_conv, conv_general_dilated=conv_function(impl))
+        conv = partial(same_conv, conv_general_dilated=conv_function(impl))
         if block not in BLOCKS:
             raise ConfigError(f"model.block={block!r} is not one of: {', '.join(BLOCKS)}")
         if stem not in STEMS:

@@ -23,26 +23,9 @@ from research.errors import ConfigError
 from research.models.conv import CONV_IMPLS, conv_function, resolve, tiled_max_pool
 from research.models.layers import activation as activation_fn
 from research.models.layers import choice, image_shape
-from research.models.resnet import CONV_INIT, BasicBlock
+from research.models.resnet import BasicBlock, same_conv
 
 ENCODERS = ("double_conv", "resnet")
-
-
-def _conv(
-    c_in: int, c_out: int, kernel: int, stride: int, rngs: nnx.Rngs, conv_general_dilated: Callable
-) -> nnx.Conv:
-    """A bias-free SAME conv: batch norm follows every one (the factory resnet's blocks take)."""
-    return nnx.Conv(
-        c_in,
-        c_out,
-        (kernel, kernel),
-        strides=(stride, stride),
-        padding="SAME",
-        use_bias=False,
-        kernel_init=CONV_INIT,
-        conv_general_dilated=conv_general_dilated,
-        rngs=rngs,
-    )
 
 
 class DoubleConv(nnx.Module):
@@ -117,7 +100,7 @@ class UNet(nnx.Module):
             )
         self.encoder_kind = choice("encoder", encoder, ENCODERS)
         impl = resolve(choice("conv_impl", conv_impl, CONV_IMPLS), "im2col", "xla")
-        conv = partial(_conv, conv_general_dilated=conv_function(impl))
+        conv = partial(same_conv, conv_general_dilated=conv_function(impl))
         upconv = partial(nnx.Conv, kernel_size=(3, 3), conv_general_dilated=conv_function(impl), rngs=rngs)
         norm = partial(nnx.BatchNorm, momentum=batch_norm_momentum)
         self.act, self.skip = activation_fn(activation), bool(skip)
