@@ -13,7 +13,7 @@ Val and test are always held in memory: the engine evaluates from device arrays.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,10 +56,7 @@ def load(
     split (default: ``jax.process_index()``, ``jax.process_count()``).
     """
     check_batch_sizes(batch_size, eval_batch_size)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        raise ConfigError(
-            f"data.workers must be a whole number >= 0 (0: decode in the main process), got {workers}"
-        )
+    _check_workers(workers)
     decoding = Decoding(tuple(int(n) for n in image_size), channels, interpolation)
     root = os.path.abspath(os.path.expanduser(path))
     names, found = file_index.scan(path)
@@ -73,18 +70,7 @@ def load(
         processes = min(workers, len(of) // max(images_per_worker, 1))  # a worker takes seconds to start
         return image_cache.part(of, root, split, decoding, cache_dir, processes)
 
-    parts = {split: cached(split, files[split]) for split in ("val", "test")}
-    streamed = not _fits(in_memory, len(files["train"]), parts["val"].shape, memory_budget_mb)
-    if streamed:  # this process decodes and reads only its own share of the training files
-        index, count = shard or _process_shard()
-        own = files["train"].take(np.arange(index, len(files["train"]), count))
-        parts["train"] = cached(f"train-{index}-of-{count}", own)
-        train = StreamedSplit(parts["train"], len(files["train"]), (index, count))
-    else:
-        parts["train"] = cached("train", files["train"])
-        train = _in_memory(parts["train"])
-    image_cache.check_channels(parts)
-    splits = {"train": train, "val": _in_memory(parts["val"]), "test": _in_memory(parts["test"])}
+    splits, parts, streamed = _decoded(files, cached, in_memory, memory_budget_mb, shard)
     shape = parts["val"].shape
     measured_on = "val" if streamed else "train"
     mean, std = _normalization(normalize, splits[measured_on], pixel_max, shape[-1])
@@ -105,6 +91,40 @@ def load(
             "normalization": words,
             "streamed": streamed,
         },
+    )
+
+
+def _check_workers(workers: Any) -> None:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ConfigError(
+            f"data.workers must be a whole number >= 0 (0: decode in the main process), got {workers}"
+        )
+
+
+def _decoded(
+    files: dict[str, file_index.Files],
+    cached: Callable[[str, file_index.Files], Part],
+    in_memory: bool | None,
+    memory_budget_mb: float,
+    shard: tuple[int, int] | None,
+) -> tuple[dict[str, Any], dict[str, Part], bool]:
+    """(splits, their cache parts, streamed): val and test in memory; train in memory when it fits
+    (or ``in_memory`` says so), else streamed from this process's own share of the files."""
+    parts = {split: cached(split, files[split]) for split in ("val", "test")}
+    streamed = not _fits(in_memory, len(files["train"]), parts["val"].shape, memory_budget_mb)
+    if streamed:  # this process decodes and reads only its own share of the training files
+        index, count = shard or _process_shard()
+        own = files["train"].take(np.arange(index, len(files["train"]), count))
+        parts["train"] = cached(f"train-{index}-of-{count}", own)
+        train = StreamedSplit(parts["train"], len(files["train"]), (index, count))
+    else:
+        parts["train"] = cached("train", files["train"])
+        train = _in_memory(parts["train"])
+    image_cache.check_channels(parts)
+    return (
+        {"train": train, "val": _in_memory(parts["val"]), "test": _in_memory(parts["test"])},
+        parts,
+        streamed,
     )
 
 

@@ -32,7 +32,7 @@ from research.engine.profiler import ProfileWindow
 from research.engine.progress import make_progress
 from research.engine.records import CurveRefresh, TrainWindow, check_finite, write_plots
 from research.engine.replicas import Replicas
-from research.engine.run_dir import record_classes, set_aside_previous
+from research.engine.run_dir import set_aside_previous
 from research.engine.save_policy import SavePolicy
 from research.engine.settings import CheckpointConfig, TrainerConfig
 from research.engine.sharding import make_mesh, state_shardings
@@ -157,20 +157,8 @@ def fit(
         )
     start_wall = time.perf_counter()
     replicas = replicas or Replicas(num_seeds=int(cfg.num_seeds))
-    run = Run(
-        task,
-        dataset,
-        cfg,
-        steps,
-        seed,
-        mesh_sizes,
-        Path(run_dir),
-        replicas,
-        {**task.evaluators(), **(evaluators or {})},
-        folds,
-    )
-    if dataset is not None and dataset.class_names and jax.process_index() == 0:
-        record_classes(run.run_dir, dataset.class_names)  # here, not in Run: a dry run's Run writes nothing
+    evaluators = {**task.evaluators(), **(evaluators or {})}
+    run = Run(task, dataset, cfg, steps, seed, mesh_sizes, Path(run_dir), replicas, evaluators, folds)
     state, meta, resumed = start_state(run)
     best = BestTracker(run.metric, run.mode, cfg.early_stopping.patience, cfg.early_stopping.min_delta, meta)
     writers: Writers = writers_factory(
@@ -183,12 +171,9 @@ def fit(
             loop.preempt.restore()  # before the requeue, which ignores the SIGTERM answering it
             leave_preempted(run.ckpt, loop.preempt, writers, loop.step)
         summary = loop.finish(state, start_wall)
-    except TrialPruned as pruned:  # the run directory and the W&B run say so
+    except TrialPruned as pruned:
         loop.close_checkpoints()
-        writers.summary({"pruned": True, "reason": str(pruned), "steps": loop.step, **best.metrics}, {})
-        if writers.wandb:
-            writers.wandb.run.tags = (*writers.wandb.run.tags, "pruned")
-        writers.close()
+        writers.pruned(str(pruned), loop.step, best.metrics)
         raise
     finally:
         loop.preempt.restore()

@@ -9,14 +9,22 @@ from typing import Any
 import jax
 
 from research.engine import init_from
-from research.engine.run_dir import set_aside_previous
+from research.engine.run_dir import record_classes, set_aside_previous
 
-RECORDS = ("metrics.jsonl", "plots", "eval.json", "tensorboard")  # what a fresh start would otherwise append to
+RECORDS = (
+    "metrics.jsonl",
+    "plots",
+    "eval.json",
+    "tensorboard",
+)  # what a fresh start would otherwise append to
 
 
 def start_state(run: Any) -> tuple[Any, dict, bool]:
     """(state, checkpoint metadata, resumed) for ``run`` (a ``loop.Run``)."""
     cfg = run.cfg
+    dataset = run.dataset
+    if dataset is not None and dataset.class_names and jax.process_index() == 0:
+        record_classes(run.run_dir, dataset.class_names)  # what the labels stand for, for the readers
     latest = run.ckpt.latest_step() if (run.ckpt and cfg.resume) else None
     run.compile_ahead(resumed=latest is not None, step=latest or 0)
     if latest is not None:

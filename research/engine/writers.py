@@ -272,6 +272,13 @@ class Writers:
         if self.tensorboard and "steps" in summary:
             self.tensorboard.summary(int(summary["steps"]), summary)
 
+    def pruned(self, reason: str, steps: int, metrics: dict) -> None:
+        """A sweeper pruned the run: its summary says so, its W&B run is tagged, and the records close."""
+        self.summary({"pruned": True, "reason": reason, "steps": steps, **metrics}, {})
+        if self.wandb:
+            self.wandb.run.tags = (*self.wandb.run.tags, "pruned")
+        self.close()
+
     def close(self) -> None:
         if self.jsonl:
             self.jsonl.close()
