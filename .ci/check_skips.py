@@ -3,7 +3,7 @@
 Reads the ``-rs`` summary of a saved pytest run (``SKIPPED [n] path:line: reason``). A machine
 without an accelerator may skip what needs one. Only where CI cannot set the machine up (not root,
 or no apt), ``--unprovisioned``, may tests also skip for a missing Slurm cluster, a missing Debian
-data package, or needing root. Only in the newest-JAX leg (``make test-newest``, whose venv leaves
+package (the Fashion-MNIST data, espeak-ng), or needing root. Only in the newest-JAX leg (``make test-newest``, whose venv leaves
 out the rl extra because gymnax caps jax < 0.12), ``--newest-jax``, may tests skip for gymnax.
 
     python3 .ci/check_skips.py pytest-output.txt [--unprovisioned] [--newest-jax]
@@ -16,7 +16,12 @@ import re
 import sys
 
 ALWAYS = [r"\b(GPU|TPU|accelerator)s?\b"]
-UNPROVISIONED = [r"\bSlurm\b", r"^dataset-fashion-mnist is not installed$", r"needs root"]
+UNPROVISIONED = [
+    r"\bSlurm\b",
+    r"^dataset-fashion-mnist is not installed$",
+    r"^espeak-ng is not installed",
+    r"needs root",
+]
 NEWEST_JAX = [r"^needs gymnax \(the rl extra\), which caps jax < 0\.12$"]
 SKIPPED = re.compile(r"^SKIPPED \[\d+\] (?P<where>\S+): (?P<reason>.*)$")
 

@@ -14,12 +14,13 @@ spec = importlib.util.spec_from_file_location("check_skips", SCRIPT)
 check_skips = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(check_skips)
 
-OUTPUT = """\
+OUTPUT = f"""\
 ........s.s.s                                                            [100%]
 =========================== short test summary info ============================
 SKIPPED [1] tests/test_precision.py:12: needs a GPU: bfloat16 matmuls on CUDA
 SKIPPED [3] tests/test_slurm.py:64: the Slurm cluster is down (): bash slurm/local-cluster.sh start
 SKIPPED [2] tests/test_data_fashion_mnist.py:20: dataset-fashion-mnist is not installed
+SKIPPED [1] tests/test_speech.py:20: {needs.ESPEAK_MISSING}
 SKIPPED [1] tests/test_faults.py:98: mounting a tmpfs needs root
 SKIPPED [1] tests/test_cli_errors.py:86: root cannot mount a read-only tmpfs here: permission denied
 40 passed, 8 skipped in 61.20s
@@ -31,6 +32,7 @@ def test_a_provisioned_machine_allows_only_a_missing_accelerator():
     assert [line.split("]")[1].split(":")[0].strip() for line in bad] == [
         "tests/test_slurm.py",
         "tests/test_data_fashion_mnist.py",
+        "tests/test_speech.py",
         "tests/test_faults.py",
         "tests/test_cli_errors.py",
     ]
