@@ -3,8 +3,9 @@
 Reads the ``-rs`` summary of a saved pytest run (``SKIPPED [n] path:line: reason``). A machine
 without an accelerator may skip what needs one. Only where CI cannot set the machine up (not root,
 or no apt), ``--unprovisioned``, may tests also skip for a missing Slurm cluster, a missing Debian
-package (the Fashion-MNIST data, espeak-ng), or needing root. Only in the newest-JAX leg (``make test-newest``, whose venv leaves
-out the rl extra because gymnax caps jax < 0.12), ``--newest-jax``, may tests skip for gymnax.
+package (the Fashion-MNIST data, espeak-ng), or needing root. Only in the newest-JAX leg
+(``make test-newest``, whose venv leaves out the rl extra because gymnax caps jax < 0.12),
+``--newest-jax``, may tests skip for gymnax.
 
     python3 .ci/check_skips.py pytest-output.txt [--unprovisioned] [--newest-jax]
 """

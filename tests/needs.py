@@ -1,7 +1,8 @@
 """Skip markers for tests that need what an install may lack, each with the one reason CI accepts.
 
 ``.ci/check_skips.py`` matches these reasons exactly: a missing Fashion-MNIST or espeak-ng package
-only where CI could not install it, a missing gymnax only in the newest-JAX leg (whose venv leaves the rl extra out).
+only where CI could not install it, a missing gymnax only in the newest-JAX leg (whose venv leaves
+the rl extra out).
 """
 
 from __future__ import annotations
