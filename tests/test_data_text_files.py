@@ -1,5 +1,5 @@
 """data=text_files as one of the own-data groups: a folder of one's own train/val/test texts, the
-missing splits carved from the end of train.txt; research.data.inspect reads it like the others."""
+missing splits carved from the end of train.txt; research.inspect reads it like the others."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def test_inspect_prints_a_text_folders_splits_and_writes_its_histogram(tmp_path:
         (tmp_path / f"{split}.txt").write_text(f"{split} text of my own. " * 20)
     out = tmp_path / "text.png"
     proc = subprocess.run(
-        [sys.executable, "-m", "research.data.inspect", "data=text_files", f"data.path={tmp_path}",
+        [sys.executable, "-m", "research.inspect", "data=text_files", f"data.path={tmp_path}",
          "data.context=16", "data.batch_size=4", f"out={out}"],
         capture_output=True, text=True, cwd=ROOT, timeout=300,
     )  # fmt: skip

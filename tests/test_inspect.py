@@ -1,4 +1,4 @@
-"""python -m research.data.inspect: the table it prints and the PNG it writes, for a table of
+"""python -m research.inspect: the table it prints and the PNG it writes, for a table of
 one's own and an image dataset, and bad data as the same one line research.train prints."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ INCHES, DPI = 1.6, 100  # research/data/overview.py: PANEL_INCHES, IMAGE_DPI
 
 def inspect(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "research.data.inspect", *args],
+        [sys.executable, "-m", "research.inspect", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -23,8 +23,8 @@ FLOORS: list[tuple[str, ...]] = [
     ("tasks", "evaluators"),  # what is learned and how it is measured
     ("config", "experiment", "rerun", "dry_run", "run_dirs"),  # the build: where config meets code
     ("cli", "api", "launch", "sweep"),  # what the commands share: preflight, Python API, launchers, searches
-    # the commands; data.inspect is one inside the data room (it composes configs: research/data/inspect.py)
-    ("train", "evaluate", "export", "sample", "generate", "compare", "study", "data.inspect"),
+    # the commands
+    ("train", "evaluate", "export", "sample", "generate", "compare", "study", "inspect"),
 ]
 COMMANDS = set(FLOORS[-1])
 
@@ -36,7 +36,7 @@ def module_name(path: Path) -> str:
 
 def room(module: str) -> str:
     """The FLOORS entry ``research.<...>`` falls under: its longest matching dotted prefix, so
-    ``research.data.inspect`` is the command ``data.inspect``, and ``research.data.table`` is ``data``."""
+    ``research.data.table`` is ``data``."""
     name = module.split(".", 1)[1] if "." in module else ""
     entries = [e for rooms in FLOORS for e in rooms if name == e or name.startswith(e + ".")]
     return max(entries, key=len) if entries else name

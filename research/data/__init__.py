@@ -7,6 +7,6 @@ compiled step, and ``prepare`` is the one-time download CLI for the rest.
 
 A user's own files: ``table`` (CSV, Parquet), ``array_files`` (.npz, .npy), ``corpus``'s
 ``text_files`` and ``image_folder``, each one ``data.path``, sharing ``own_files`` (own or carved
-splits) and ``splits.carve`` (stratified carving); ``overview`` shows any dataset, and
-``inspect`` is the command that composes a config to show it (``python -m research.data.inspect``).
+splits) and ``splits.carve`` (stratified carving); ``overview`` shows any dataset
+(``python -m research.inspect`` composes a config to show it).
 """

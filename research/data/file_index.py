@@ -155,7 +155,7 @@ def split_files(
 
 
 def describe(found: dict[str, Files], seed: int) -> dict[str, str]:
-    """Where each split came from, in words (``Dataset.info``, shown by research.data.inspect)."""
+    """Where each split came from, in words (``Dataset.info``, shown by research.inspect)."""
     source = "train/" if "train" in found else "the class folders"
     carved = [split for split in SPLITS if split not in found]
     out = {split: f"{split}/" for split in SPLITS if split in found}

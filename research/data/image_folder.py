@@ -136,7 +136,7 @@ def _in_words(
     measured_on: str,
     augment: Mapping,
 ) -> str:
-    """What the transform does, for ``Dataset.info`` (research.data.inspect prints it)."""
+    """What the transform does, for ``Dataset.info`` (research.inspect prints it)."""
     where = "from data.normalize" if normalize["mean"] is not None else f"measured on the {measured_on} split"
     return (
         f"image: (pixels / {pixel_max:g} - mean) / std per channel, mean {[round(m, 4) for m in mean]} "

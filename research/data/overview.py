@@ -5,7 +5,7 @@ user's own tables, arrays and image folders, TFDS, text). ``describe`` is the pr
 ``picture`` is a PNG: a grid of a batch *after* the transform (and, on the train split, the
 augmentation the model will see) where there are images, else histograms of each feature
 and of the target, as the data reaches the model (``kd.inspect``'s batch plot and Keras'
-``image_dataset_from_directory`` demos do the same). ``python -m research.data.inspect``
+``image_dataset_from_directory`` demos do the same). ``python -m research.inspect``
 composes the config and calls both.
 """
 

@@ -82,7 +82,7 @@ def plan(
 
 
 def describe(parts: dict[str, Path], rows: dict[str, tuple[str, np.ndarray]], seed: int) -> dict[str, str]:
-    """Where each split came from, in words, for ``Dataset.info`` and research.data.inspect."""
+    """Where each split came from, in words, for ``Dataset.info`` and research.inspect."""
     carved_from = {part for split, (part, _) in rows.items() if part != split}
     out = {}
     for split, (part, _) in rows.items():

@@ -1,4 +1,4 @@
-"""Look before you train: ``python -m research.data.inspect data=<group> [overrides] [split=...] [out=...]``.
+"""Look before you train: ``python -m research.inspect data=<group> [overrides] [split=...] [out=...]``.
 
 Composes the config exactly as ``research.train`` would (recipes, ``--config-dir`` and
 ``hydra.searchpath`` folders of one's own included), builds the data, prints its sizes per
@@ -7,10 +7,10 @@ and the normalisation used, and writes a PNG: a grid of a batch after the transf
 augmentation (images), or histograms of the features and the target (tables). Bad data is
 the same one line ``research.train`` prints.
 
-This module is a command (floor 7 in ``tests/test_layers.py``, named there explicitly): it
-composes Hydra configs, which no part of ``research/data`` may do. It lives here, not beside
-``train``, because the command belongs with what it inspects (``python -m research.data.inspect``
-reads as "inspect the data"); what it shows is ``research/data/overview.py``, on the data floor.
+A command beside ``train`` (floor 7): it composes Hydra configs, which no part of
+``research/data`` may do. It lived inside the data room as ``research.inspect`` until that
+one file's import of ``cli`` tied the whole data room to the floors above it; what it shows is
+``research/data/overview.py``, on the data floor.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from research.console import report_errors
 from research.errors import UserError
 
 USAGE = (
-    "usage: python -m research.data.inspect data=<group> [overrides] [split=train|val|test] "
+    "usage: python -m research.inspect data=<group> [overrides] [split=train|val|test] "
     "[out=<file.png>] [seed=0]"
 )
 OWN_KEYS = ("split", "out", "seed")  # this command's own arguments, not config overrides
