@@ -7,12 +7,14 @@ keeps the state's structure (more epochs, another learning rate) continues and s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 from research.engine.checkpoint import STATE
 from research.engine.orbax_reads import shape_mismatches
+from research.engine.settings import TrainerConfig
 from research.errors import CheckpointUnreadable, ConfigError
 
 IGNORED = ("hydra",)  # keys whose differences never matter for a rerun
@@ -48,6 +50,25 @@ def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def with_trainer_defaults(saved: dict) -> dict:
+    """``saved`` with every trainer setting it lacks at its default: a run saved before a setting
+    existed ran as that default does, so resuming it with this version is no change of settings."""
+    trainer = saved.get("trainer")
+    if not isinstance(trainer, dict):
+        return saved
+    return {**saved, "trainer": _filled(trainer, dataclasses.asdict(TrainerConfig()))}
+
+
+def _filled(saved: dict, defaults: dict) -> dict:
+    out = dict(saved)
+    for key, default in defaults.items():
+        if key not in out:
+            out[key] = default
+        elif isinstance(out[key], dict) and isinstance(default, dict):
+            out[key] = _filled(out[key], default)
+    return out
+
+
 def saved_config(run_dir: Path) -> dict | None:
     """The config the run was started with (Hydra's copy), as a plain dict."""
     from omegaconf import OmegaConf
@@ -75,7 +96,7 @@ def check(run_dir: Path, config: dict, abstract_state: Any, total_steps: int) ->
             )
         return []
     old = saved_config(run_dir) or {}
-    changes = config_changes(old, config) if old else []
+    changes = config_changes(with_trainer_defaults(old), config) if old else []
     if abstract_state is not None:
         mismatched = _mismatches(run_dir, steps, abstract_state)
         if mismatched:
