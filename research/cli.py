@@ -215,6 +215,11 @@ def preflight(argv: list[str] | None = None) -> None:
         sys.argv[1:] = config_dirs_first(sys.argv[1:])
     argv = sys.argv[1:] if argv is None else argv
     overrides, multirun, skip, config_dirs = split_args(argv)
+    if "--help" in argv or "-h" in argv:  # read from the folders: Hydra's help composes every option
+        from research.usage import usage
+
+        print(usage(config_dirs))
+        sys.exit(0)
     if skip:
         return
     from research.engine.run_dir import writable_or_raise
