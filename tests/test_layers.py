@@ -22,7 +22,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("engine",),  # the loop, checkpoints, records: knows no task
     ("tasks", "evaluators"),  # what is learned and how it is measured
     ("config", "experiment", "rerun", "dry_run", "run_dirs"),  # the build: where config meets code
-    ("cli", "api", "usage", "launch", "sweep"),  # what the commands share: preflight, Python API, launchers, searches
+    ("cli", "api", "usage", "launch", "sweep"),  # what commands share: preflight, help, API, launchers
     # the commands
     ("train", "evaluate", "export", "sample", "generate", "compare", "study", "inspect"),
 ]
