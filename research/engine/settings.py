@@ -68,6 +68,48 @@ class InitFromConfig:
 
 
 @dataclasses.dataclass
+class FederatedConfig:
+    """Federated training (``research/engine/federated.py``): the clients are the replicas of one
+    program and a train step is a round; ``clients`` null = off. ``trainer.max_steps``, when set,
+    caps the rounds (a debug run).
+    """
+
+    clients: int | None = dataclasses.field(default=None, metadata=_check(*POSITIVE_INT_OR_NULL))
+    rounds: int = dataclasses.field(default=100, metadata=_check(*POSITIVE_INT))
+    # Local training per round: a number of steps, or epochs of each client's own examples
+    # (set one, the other null).
+    local_steps: int | None = dataclasses.field(default=10, metadata=_check(*POSITIVE_INT_OR_NULL))
+    local_epochs: float | None = dataclasses.field(default=None, metadata=_check(*POSITIVE_OR_NULL))
+    clients_per_round: int | None = dataclasses.field(  # sampled each round; null = every client
+        default=None, metadata=_check(*POSITIVE_INT_OR_NULL)
+    )
+    partition: str = dataclasses.field(
+        default="iid", metadata=_check(lambda v: v in ("iid", "dirichlet"), "iid or dirichlet")
+    )
+    # Dirichlet concentration over labels (Hsu et al. 2019): small = each client sees few classes.
+    alpha: float = dataclasses.field(
+        default=0.5, metadata=_check(lambda v: v > 0, "a positive number (the Dirichlet concentration)")
+    )
+    algorithm: str = dataclasses.field(
+        default="fedavg", metadata=_check(lambda v: v in ("fedavg", "fedprox"), "fedavg or fedprox")
+    )
+    mu: float = dataclasses.field(  # fedprox: mu/2 ||w - w_global||^2 on every local step
+        default=0.01, metadata=_check(lambda v: v >= 0, "a number >= 0")
+    )
+    # The server's optax step on the averaged client delta: sgd at server_lr 1 is FedAvg;
+    # adam/yogi with b1, b2 and eps (tau) are FedAdam/FedYogi (Reddi et al. 2021).
+    server_optimizer: str = dataclasses.field(
+        default="sgd", metadata=_check(lambda v: v in ("sgd", "adam", "yogi"), "sgd, adam or yogi")
+    )
+    server_lr: float = dataclasses.field(default=1.0, metadata=_check(lambda v: v > 0, "a positive number"))
+    server_b1: float = dataclasses.field(default=0.9, metadata=_check(lambda v: 0 <= v < 1, "in [0, 1)"))
+    server_b2: float = dataclasses.field(default=0.99, metadata=_check(lambda v: 0 <= v < 1, "in [0, 1)"))
+    server_eps: float = dataclasses.field(default=1e-3, metadata=_check(lambda v: v > 0, "a positive number"))
+    # Examples of each client's own data that the global model is scored on (the fairness figure).
+    client_eval_examples: int = dataclasses.field(default=512, metadata=_check(*POSITIVE_INT))
+
+
+@dataclasses.dataclass
 class TrainerConfig:
     """How long to train, when to log, evaluate and save, and how many replicas to train at once."""
 
@@ -96,6 +138,7 @@ class TrainerConfig:
         default=None, metadata=_check(lambda v: v is None or v >= 0, "a fold index >= 0 or null")
     )
     cv_refit: bool = False  # after the folds: train on the whole train split and report test
+    federated: FederatedConfig = dataclasses.field(default_factory=FederatedConfig)
     # XLA's persistent compilation cache: an identical run loads its programs; null = off.
     compile_cache: str | None = COMPILE_CACHE
     profile: bool = False  # a jax.profiler trace of the steps in profile_steps, in <run dir>/profile
