@@ -59,13 +59,17 @@ class Run:
         replicas: Replicas,
         evaluators: dict[str, Evaluator],
         folds: FoldPlan | None = None,
+        paradigm: Any = None,
     ):
         enable_compile_cache(cfg.compile_cache)
         self.task, self.dataset, self.cfg, self.run_dir, self.replicas = task, dataset, cfg, run_dir, replicas
         self.folds = folds
         self.mesh = make_mesh(mesh_sizes)
         subsets = folds.train if folds else None
-        self.feed = feeds.make_feed(dataset, seed, replicas.num_seeds, self.mesh, subsets)
+        if paradigm is not None:  # it feeds and lays out its state its own way (federated.Rounds)
+            self.feed = paradigm.feed(dataset, self.mesh)
+        else:
+            self.feed = feeds.make_feed(dataset, seed, replicas.num_seeds, self.mesh, subsets)
         self.steps = steps
         self.eval_every = cfg.eval_every or self.feed.steps_per_epoch or self.steps
         self.save_policy = SavePolicy(cfg.checkpoint)
@@ -80,6 +84,8 @@ class Run:
         shardings = state_shardings(
             self.mesh, abstract, mesh_sizes.get("rules"), leading_axes=int(replicas.vmapped)
         )
+        if paradigm is not None:
+            shardings = paradigm.shardings(self.mesh, abstract, mesh_sizes.get("rules"))
         self.target = jax.tree.map(
             lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
         )
@@ -106,6 +112,7 @@ class Run:
         self.ckpt = _checkpointer(cfg.checkpoint, run_dir, self.metric, self.mode)
         self.queue_limit = queue_limit(self.mesh, self.per_call)
         examples = dataset.batch_size * replicas.count if dataset is not None else None
+        examples = paradigm.examples_per_step if paradigm is not None else examples
         peak = Peak(cfg.peak_tflops, self.mesh.devices.flat[0], self.mesh.size)
         self.throughput = Throughput(examples, peak, lambda: self.programs.step_flops)
 
@@ -142,13 +149,15 @@ def fit(
     evaluators: dict[str, Evaluator] | None = None,
     on_eval: Any = None,
     folds: FoldPlan | None = None,
+    paradigm: Any = None,
 ) -> dict:
     """Train ``task`` for ``steps`` (or to an early stop), evaluate its best state on test; the summary.
 
     ``replicas`` lays out several seeds and a learning-rate grid in one program (default:
     ``cfg.num_seeds`` seeds); ``evaluators`` are added to the task's own; ``on_eval(step,
     record)`` sees every validation record (a sweeper's pruning hook: it may raise TrialPruned);
-    ``folds`` makes it a cross-validation run (``cross_validation.py``).
+    ``folds`` makes it a cross-validation run (``cross_validation.py``); ``paradigm`` brings its
+    own feed and state layout (``federated.Rounds``: a step is a round of federated training).
     """
     if cfg.dry_run:  # a plan, not a run: nothing may train or be written
         raise ConfigError(
@@ -158,7 +167,9 @@ def fit(
     start_wall = time.perf_counter()
     replicas = replicas or Replicas(num_seeds=int(cfg.num_seeds))
     evaluators = {**task.evaluators(), **(evaluators or {})}
-    run = Run(task, dataset, cfg, steps, seed, mesh_sizes, Path(run_dir), replicas, evaluators, folds)
+    run = Run(
+        task, dataset, cfg, steps, seed, mesh_sizes, Path(run_dir), replicas, evaluators, folds, paradigm
+    )
     state, meta, resumed = start_state(run)
     best = BestTracker(run.metric, run.mode, cfg.early_stopping.patience, cfg.early_stopping.min_delta, meta)
     writers: Writers = writers_factory(
