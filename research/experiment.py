@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from research import config as config_checks
 from research import precision
-from research.engine import cross_validation, federated, init_from
+from research.engine import cross_validation, init_from
 from research.engine.api import Classifier
 from research.engine.evaluation import check_metric
 from research.engine.replicas import Replicas
@@ -48,7 +48,6 @@ class Built:
     evaluators: dict[str, Any]
     steps: int  # train steps of the whole run: computed here once
     folds: cross_validation.FoldPlan | None = None  # trainer.cv_folds: which examples each fold uses
-    rounds: federated.Rounds | None = None  # trainer.federated: the loop's hooks for its rounds
 
 
 _PREPARED: dict[str, Built] = {}
@@ -71,21 +70,12 @@ def build(cfg: DictConfig) -> Built:
     trainer = config_checks.trainer_settings(cfg)
     folds = cross_validation.plan(trainer, dataset, cfg.seed)
     steps = run_steps(trainer, dataset, folds)
-    partition = federated.plan(trainer, dataset, cfg.seed)
-    if partition is not None:  # a step is a round; the task's own optimizer counts local steps
-        steps = trainer.max_steps or trainer.federated.rounds
-        local = steps * federated.local_steps(trainer.federated, partition, dataset.batch_size)
-        task = federated.FederatedTask(
-            _make_task(cfg, dataset, local, trainer.federated), partition, trainer.federated, dataset
-        )
-    else:
-        task = _make_task(cfg, dataset, steps)
+    task = _make_task(cfg, dataset, steps)
     if dataset is not None:
         require_fields(task.fields, _task_name(cfg), dataset)
     evaluators = _extra_evaluators(cfg, task, dataset)
     check_metric(trainer.early_stopping.metric or task.metric, {**task.evaluators(), **evaluators})
-    rounds = federated.Rounds(task) if partition is not None else None
-    return Built(task, dataset, trainer, evaluators, steps, folds, rounds)
+    return Built(task, dataset, trainer, evaluators, steps, folds)
 
 
 def _task_name(cfg: DictConfig) -> str:
@@ -166,8 +156,7 @@ def _class_names(source: DictConfig, cfg: DictConfig, dataset: Any) -> list[str]
         return None
 
 
-def _make_task(cfg: DictConfig, dataset: Any, steps: int, fed: Any = None) -> Any:
-    """``fed``: trainer.federated's settings, when the task trains the clients (FedProx's term)."""
+def _make_task(cfg: DictConfig, dataset: Any, steps: int) -> Any:
     task_cfg = OmegaConf.to_container(cfg.task, resolve=True)
     models = task_cfg.pop("models", None)
     optimizers = task_cfg.pop("optimizers", None)
@@ -186,8 +175,6 @@ def _make_task(cfg: DictConfig, dataset: Any, steps: int, fed: Any = None) -> An
         kwargs["model"] = policy.model_factory(lora.adapting(model, _plain(adapters) if adapters else None))
     if cfg.get("optimizer"):
         kwargs["make_optimizer"] = replicas.optimizer(OptimizerFactory(_plain(cfg.optimizer), health))
-        if fed is not None:
-            kwargs["make_optimizer"] = federated.client_optimizer(kwargs["make_optimizer"], fed)
     if models is not None:
         kwargs["models"] = {n: instantiate(m, _partial_=True, _convert_="all") for n, m in models.items()}
     if optimizers is not None:
@@ -314,7 +301,6 @@ def _fit(cfg: DictConfig, built: Built, run_dir: Path, wandb_group: str | None, 
         evaluators=built.evaluators,
         on_eval=on_eval,
         folds=built.folds,
-        paradigm=built.rounds,
     )
 
 

@@ -30,6 +30,9 @@ framework keys below, which wrap it in an optax chain:
   rate); ``learning_rate`` with ``schedule`` gives the group a schedule of its own;
   ``unfreeze_at``, a fraction of the run, holds its rate at 0 until then (gradual unfreezing;
   only ``freeze`` also keeps a part's batch-norm statistics, so a held group's keep moving).
+- ``prune``: ``{sparsity, initial_sparsity, begin_step, end_step, frequency, scope, params}``,
+  magnitude pruning on Zhu and Gupta's schedule, masks kept in the optimizer state and zeros in
+  the parameters (research/prune.py). Null: none.
 
 A schedule's ``warmup_steps`` below 1 is a fraction of the run, so one recipe fits any
 length (``trainer.epochs=1`` included). ``_target_`` names resolve through
@@ -47,13 +50,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from research import ema, targets, watch
+from research import ema, prune, targets, watch
 from research.errors import ConfigError
 from research.models import lora
 
 FRAMEWORK_KEYS = (
     "learning_rate", "schedule", "clip_norm", "l1", "l2", "accumulate_steps", "freeze", "groups", "ema",
-    "lora",
+    "lora", "prune",
 )  # fmt: skip
 GROUP_KEYS = ("params", "lr_scale", "learning_rate", "schedule", "unfreeze_at")
 # Schedule keys where null = the whole run.
@@ -128,6 +131,9 @@ def make_optimizer(
     if len(transforms) > 1:
         rules = {name: group["params"] for name, group in groups.items()}
         tx = optax.partition(transforms, path_labels(freeze, rules))
+    pruning = prune.from_config(cfg.get("prune"), updates)
+    if pruning is not None:  # the last word on the updates: the parameters land on the zeros
+        tx = optax.chain(tx, pruning)
     average = ema.from_config(cfg.get("ema"))
     if average is not None:  # inside the accumulation: one average per real update
         tx = optax.chain(tx, average)
@@ -226,6 +232,7 @@ class OptimizerFactory:
     def __init__(self, cfg: Mapping[str, Any], health_every: int | None = None):
         self.cfg = _plain(cfg)
         self.freeze = frozen(self.cfg)
+        prune.check(self.cfg.get("prune"))
         self.health_every = health_every
 
     def __call__(self, total_updates: int) -> optax.GradientTransformation:

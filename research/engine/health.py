@@ -19,7 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from research import watch
+from research import prune, watch
 from research.engine.api import Task
 from research.engine.evaluation import scalar_record
 
@@ -35,7 +35,7 @@ def _found(task: Task, state: Any) -> list[tuple[str, watch.HealthState]]:
 def signals(task: Task, state: Any) -> dict[str, Any]:
     """The record entries of the health signals ``state`` holds (none when it holds none)."""
     found = _found(task, state)
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = sparsity(task, state)
     for model, health in found:
         health = jax.device_get(health)
         prefix = "train" if len(found) == 1 else f"train/{model}"
@@ -53,6 +53,20 @@ def signals(task: Task, state: Any) -> dict[str, Any]:
             out.update(scalar_record(f"{prefix}/grad_norm/{g}", grad[g]))
             out.update(scalar_record(f"{prefix}/param_norm/{g}", param[g]))
             out.update(scalar_record(f"{prefix}/update_ratio/{g}", update[g] / (param[g] + TINY)))
+    return out
+
+
+def sparsity(task: Task, state: Any) -> dict[str, Any]:
+    """``train/sparsity`` and ``train/sparsity/<parameter path>``: the fraction of pruned weights
+    (research/prune.py) per pruned parameter and over all of them, when the optimizer prunes."""
+    pairs = getattr(task, "optimized", (("params", "opt_state"),))
+    found = [(m, prune.find(state[o])) for m, o in pairs if isinstance(state, dict) and o in state]
+    found = [(m, p) for m, p in found if p is not None]
+    out: dict[str, Any] = {}
+    for model, pruning in found:
+        prefix = "train/sparsity" if len(found) == 1 else f"train/{model}/sparsity"
+        for path, value in prune.sparsity(pruning).items():
+            out.update(scalar_record(prefix if path == prune.ALL else f"{prefix}/{path}", value))
     return out
 
 
