@@ -5,7 +5,9 @@ The inference function is the eval-mode model applied to raw inputs (the dataset
 transform included), serialised with ``jax.export`` as StableHLO with a symbolic batch
 dimension; its weights go next to it as ``params.npz``. Loading needs only jax and
 numpy, not this project, its config or Hydra: the README written beside them shows how.
-A LoRA run (optimizer.lora) is exported with its adapters merged into the kernels.
+A LoRA run (optimizer.lora) is exported with its adapters merged into the kernels. ``quantize=int8``
+stores every kernel as int8 with float32 per-output-channel scales beside it (``<name>.scale``,
+research/quantization.py), read back inside the exported function: a weights file ~4x smaller.
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from research import console
+from research import console, quantization
 from research.errors import ConfigError
 
 USAGE = (
     "usage: python -m research.export run=<run dir> [checkpoint=best|latest|<step>] [replica=0] "
-    "[out=<dir>] [platforms=cpu,cuda] [overrides]"
+    "[out=<dir>] [platforms=cpu,cuda] [quantize=int8] [overrides]"
 )
 LOADER = """import jax, numpy as np
 exported = jax.export.deserialize(bytearray(open("{dir}/model.stablehlo", "rb").read()))
@@ -35,7 +37,9 @@ logits = exported.call(params, images)  # images: ({shape}) {dtype}, raw pixels 
 def parse(argv: list[str]) -> tuple[dict[str, str], list[str]]:
     """The export options and the config overrides, from key=value args."""
     defaults = {"checkpoint": "best", "replica": "0"}
-    options, overrides = console.key_values(argv, defaults, ("out", "platforms"), USAGE, overrides=True)
+    names = ("out", "platforms", "quantize")
+    options, overrides = console.key_values(argv, defaults, names, USAGE, overrides=True)
+    quantization.check_mode(options.get("quantize"))
     if not options["replica"].isdigit():
         raise ConfigError(f"replica={options['replica']!r} must be a seed index (0 for a run of one seed)")
     return options, overrides
@@ -66,15 +70,26 @@ def check_classifier(cfg: Any, built: Any) -> None:
         raise ConfigError(f"research.export needs a classifier with logits(state, images); {name} has none")
 
 
-def export_model(task: Any, state: Any, input_shape: tuple, dtype: Any, platforms: list[str] | None) -> tuple:
-    """(jax.export.Exported, flat params) of ``task.logits`` for a batch of any size."""
+def export_model(
+    task: Any,
+    state: Any,
+    input_shape: tuple,
+    dtype: Any,
+    platforms: list[str] | None,
+    quantize: str | None = None,
+) -> tuple:
+    """(jax.export.Exported, flat params) of ``task.logits`` for a batch of any size; with
+    ``quantize="int8"`` the flat params hold int8 kernels and their scales."""
     import jax
 
     task, state = merge_adapters(task, state)
     learned = {k: state[k] for k in task.reusable if k in state}
     flat, keys, treedef, names = flatten(learned)
+    if quantization.check_mode(quantize):
+        flat = quantization.quantize_flat(flat)
 
     def infer(params: dict, images: jax.Array) -> jax.Array:
+        params = quantization.dequantize_flat(params)
         tree = jax.tree_util.tree_unflatten(treedef, [params[n] if n in params else keys[n] for n in names])
         # The eval transform draws nothing: any key serves.
         return task.logits({**tree, "rng": jax.random.PRNGKey(0)}, images)
@@ -149,8 +164,9 @@ def export(run_dir: Path, options: dict[str, str], overrides: list[str]) -> Path
     test_images = np.asarray(dataset.splits["test"].arrays()["image"])
     dtype = test_images.dtype
     platforms = options["platforms"].split(",") if "platforms" in options else None
+    quantize = quantization.check_mode(options.get("quantize"))
     exported, flat = export_model(
-        opened.built.task, opened.state, tuple(dataset.input_shape), dtype, platforms
+        opened.built.task, opened.state, tuple(dataset.input_shape), dtype, platforms, quantize
     )
     out = Path(options.get("out") or run_dir / "exported")
     meta = {
@@ -161,6 +177,7 @@ def export(run_dir: Path, options: dict[str, str], overrides: list[str]) -> Path
         "input_range": input_range(opened.cfg.data.get("pixel_max"), test_images),
         "class_names": list(dataset.class_names),
         "platforms": list(exported.platforms),
+        "weights": quantize or "float32",
     }
     write(out, exported, flat, meta)
     return out

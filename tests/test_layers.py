@@ -18,13 +18,26 @@ PACKAGE = Path(__file__).resolve().parent.parent / "research"
 FLOORS: list[tuple[str, ...]] = [
     ("errors", "absl_logging", "paths", "images", "console", "tables"),  # what everything may use
     # the parts
-    ("metrics", "precision", "targets", "models", "envs", "data", "optim", "ema", "watch", "statistics"),
+    (
+        "metrics",
+        "precision",
+        "targets",
+        "models",
+        "envs",
+        "data",
+        "optim",
+        "ema",
+        "watch",
+        "prune",
+        "quantization",
+        "statistics",
+    ),
     ("engine",),  # the loop, checkpoints, records: knows no task
     ("tasks", "evaluators"),  # what is learned and how it is measured
     ("config", "experiment", "rerun", "dry_run", "run_dirs"),  # the build: where config meets code
     ("cli", "api", "usage", "launch", "sweep"),  # what commands share: preflight, help, API, launchers
     # the commands
-    ("train", "evaluate", "export", "sample", "generate", "compare", "study", "inspect"),
+    ("train", "evaluate", "export", "sample", "generate", "compare", "study", "inspect", "quantize"),
 ]
 COMMANDS = set(FLOORS[-1])
 
