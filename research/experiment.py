@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from research import config as config_checks
 from research import precision
-from research.engine import cross_validation, init_from
+from research.engine import cross_validation, federated, init_from
 from research.engine.api import Classifier
 from research.engine.evaluation import check_metric
 from research.engine.replicas import Replicas
@@ -48,6 +48,7 @@ class Built:
     evaluators: dict[str, Any]
     steps: int  # train steps of the whole run: computed here once
     folds: cross_validation.FoldPlan | None = None  # trainer.cv_folds: which examples each fold uses
+    rounds: federated.Rounds | None = None  # trainer.federated: the loop's hooks for its rounds
 
 
 _PREPARED: dict[str, Built] = {}
@@ -70,12 +71,21 @@ def build(cfg: DictConfig) -> Built:
     trainer = config_checks.trainer_settings(cfg)
     folds = cross_validation.plan(trainer, dataset, cfg.seed)
     steps = run_steps(trainer, dataset, folds)
-    task = _make_task(cfg, dataset, steps)
+    partition = federated.plan(trainer, dataset, cfg.seed)
+    if partition is not None:  # a step is a round; the task's own optimizer counts local steps
+        steps = trainer.max_steps or trainer.federated.rounds
+        local = steps * federated.local_steps(trainer.federated, partition, dataset.batch_size)
+        task = federated.FederatedTask(
+            _make_task(cfg, dataset, local, trainer.federated), partition, trainer.federated, dataset
+        )
+    else:
+        task = _make_task(cfg, dataset, steps)
     if dataset is not None:
         require_fields(task.fields, _task_name(cfg), dataset)
     evaluators = _extra_evaluators(cfg, task, dataset)
     check_metric(trainer.early_stopping.metric or task.metric, {**task.evaluators(), **evaluators})
-    return Built(task, dataset, trainer, evaluators, steps, folds)
+    rounds = federated.Rounds(task) if partition is not None else None
+    return Built(task, dataset, trainer, evaluators, steps, folds, rounds)
 
 
 def _task_name(cfg: DictConfig) -> str:
@@ -156,7 +166,8 @@ def _class_names(source: DictConfig, cfg: DictConfig, dataset: Any) -> list[str]
         return None
 
 
-def _make_task(cfg: DictConfig, dataset: Any, steps: int) -> Any:
+def _make_task(cfg: DictConfig, dataset: Any, steps: int, fed: Any = None) -> Any:
+    """``fed``: trainer.federated's settings, when the task trains the clients (FedProx's term)."""
     task_cfg = OmegaConf.to_container(cfg.task, resolve=True)
     models = task_cfg.pop("models", None)
     optimizers = task_cfg.pop("optimizers", None)
@@ -175,6 +186,8 @@ def _make_task(cfg: DictConfig, dataset: Any, steps: int) -> Any:
         kwargs["model"] = policy.model_factory(lora.adapting(model, _plain(adapters) if adapters else None))
     if cfg.get("optimizer"):
         kwargs["make_optimizer"] = replicas.optimizer(OptimizerFactory(_plain(cfg.optimizer), health))
+        if fed is not None:
+            kwargs["make_optimizer"] = federated.client_optimizer(kwargs["make_optimizer"], fed)
     if models is not None:
         kwargs["models"] = {n: instantiate(m, _partial_=True, _convert_="all") for n, m in models.items()}
     if optimizers is not None:
@@ -301,6 +314,7 @@ def _fit(cfg: DictConfig, built: Built, run_dir: Path, wandb_group: str | None, 
         evaluators=built.evaluators,
         on_eval=on_eval,
         folds=built.folds,
+        paradigm=built.rounds,
     )
 
 
