@@ -201,6 +201,8 @@ def _make_task(cfg: DictConfig, dataset: Any, steps: int, fed: Any = None) -> An
     if precision.check_task_supports(make_task, policy):
         kwargs["precision"] = policy
     accepted = inspect.signature(make_task.func).parameters
+    if "open_run" in accepted:  # reads another run (a distillation teacher), as the Frechet evaluator does
+        kwargs["open_run"] = open_saved
     takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
     return make_task(**{k: v for k, v in kwargs.items() if takes_all or k in accepted})
 
