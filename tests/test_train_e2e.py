@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -64,7 +66,8 @@ LOCAL_DATA = {"shakespeare_char_transformer": _local_corpus}
 # small block (the smoke test checks the recipe runs end to end, not what it reaches).
 ATTENTION = ["model.depth=1", "model.dim=16", "model.num_heads=2", "model.mlp_dim=32"]
 TINY_MODEL = {"vit": ATTENTION, "transformer_classifier": ATTENTION, "transformer_lm": ATTENTION,
-              "unet": ["model.channels=[4,8]"]}  # fmt: skip
+              "unet": ["model.channels=[4,8]"],
+              "speech_ctc": ["model.channels=[4]", "model.hidden_size=8", "model.num_layers=1"]}  # fmt: skip
 
 
 # 50 labels per class
@@ -74,7 +77,35 @@ FEW_LABELS = ("fashion_mnist_cnn_finetune", "fashion_mnist_cnn_linear_probe", "f
 MOCK_PIXELS = {"mnist_vae": ["data.pixel_max=255"], "oxford_pet_unet_segmentation": ["data.image_size=32"]}
 # TFDS's mock draws a photo and its mask at unrelated sizes: these recipes get records that agree
 # (20-48 pixel photos, so the pet recipe reads them at 32x32, not 128x128).
-MOCK_SCRIPTS = {"oxford_pet_unet_segmentation": "mock_pets.py"}
+MOCK_SCRIPTS = {
+    "oxford_pet_unet_segmentation": "mock_pets.py",
+    "speech_commands_ctc": "mock_speech_commands.py",
+}
+# Data synthesised here (espeak-ng speaks the digits): a few utterances, cached for the session's data dir.
+SYNTHESISED = {"spoken_digits_ctc": ["data.num_utterances=32", "data.num_eval_utterances=8"]}
+
+
+# Recipes that distil a teacher run (task.teacher.run): the teacher's recipe and tiny sizes, trained once.
+TEACHERS = {
+    "fashion_mnist_cnn_distill": ("fashion_mnist_cnn", "model.channels=[4,8]", "model.dense_sizes=[8]")
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """``make(recipe, *overrides)``: a run of ``recipe`` at 8 steps on the TFDS mock, once per session."""
+    made: dict[tuple, Path] = {}
+
+    def make(name: str, *overrides: str) -> Path:
+        if (name, *overrides) not in made:
+            run_dir = tmp_path_factory.mktemp("tiny_runs") / name
+            mock = ROOT / "tests" / "mock_train.py"
+            run_train(f"+experiment={name}", "+debug=fast", "data.batch_size=16", *overrides, *TINY,
+                      f"hydra.run.dir={run_dir}", timeout=240, cwd=run_dir.parent, script=mock)  # fmt: skip
+            made[(name, *overrides)] = run_dir
+        return made[(name, *overrides)]
+
+    return make
 
 
 def tiny_model(recipe: str) -> list[str]:
@@ -83,11 +114,13 @@ def tiny_model(recipe: str) -> list[str]:
 
 
 @pytest.mark.parametrize("name", available_experiments())
-def test_every_experiment_runs_tiny(name: str, tmp_path: Path) -> None:
+def test_every_experiment_runs_tiny(name: str, tmp_path: Path, tiny_runs: Callable[..., Path]) -> None:
     """Smoke test of every shipped recipe through the CLI at a tiny size (lightning-hydra-template style)."""
     recipe = (ROOT / "experiments" / f"{name}.yaml").read_text()
     if "override /env:" in recipe and not needs.HAVE_GYMNAX:  # an RL recipe on a gymnax environment
         pytest.skip(needs.GYMNAX_MISSING)
+    if name in SYNTHESISED and shutil.which("espeak-ng") is None:
+        pytest.skip(needs.ESPEAK_MISSING)
     assert recipe.startswith("# @package _global_\n#"), "a recipe starts with its header comment"
     assert "python -m research.train +experiment=" + name in recipe
     run_dir = tmp_path / name
@@ -101,6 +134,8 @@ def test_every_experiment_runs_tiny(name: str, tmp_path: Path) -> None:
         # Few-label recipes on the mock's ~10 examples per class: fewer labels, smaller batches.
         *(["data.labels_per_class=3", "data.batch_size=8"] if name in FEW_LABELS else []),
         *MOCK_PIXELS.get(name, []),
+        *SYNTHESISED.get(name, []),
+        *([f"task.teacher.run={tiny_runs(*TEACHERS[name])}"] if name in TEACHERS else []),
         f"hydra.run.dir={run_dir}",
         timeout=240,
         cwd=tmp_path,
