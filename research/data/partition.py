@@ -3,8 +3,9 @@
 ``iid`` deals a shuffled train split into K parts of equal size (within one example).
 ``dirichlet`` follows Hsu et al. 2019: for every class, proportions over the K clients are
 drawn from Dir(alpha) and that class's examples are split by them, so a small alpha leaves
-each client with a few classes. A draw that leaves a client under ``min_size`` examples is
-drawn again (the usual practice); the draws are a pure function of the seed.
+each client with a few classes. A draw that leaves a client without examples is drawn again
+(the usual practice); the draws are a pure function of the seed. A client may hold fewer
+examples than a batch: its batches repeat them.
 
 The clients train as one vmapped program, which needs one shape: ``stacked`` pads every
 client's index list to the longest, and the counts say how many are real.
@@ -37,26 +38,25 @@ class Partition:
         return self.indices[client, : self.counts[client]]
 
 
-def check_clients(clients: int, num_examples: int, min_size: int) -> None:
-    """K clients of at least ``min_size`` examples each must fit in the split: else one line."""
-    most = num_examples // min_size
-    if clients > most:
+def check_clients(clients: int, num_examples: int) -> None:
+    """Every client needs an example of its own: else one line."""
+    if clients > num_examples:
         raise ConfigError(
-            f"trainer.federated.clients={clients} leaves fewer than {min_size} train examples per client "
-            f"(the train split has {num_examples}, data.batch_size={min_size}): use at most {most} clients"
+            f"trainer.federated.clients={clients} exceeds the {num_examples} examples of the train split: "
+            f"each client needs one of its own, so use at most {num_examples} clients"
         )
 
 
-def iid(num_examples: int, clients: int, seed: int, min_size: int = 1) -> Partition:
+def iid(num_examples: int, clients: int, seed: int) -> Partition:
     """A shuffled split into ``clients`` parts of equal size."""
-    check_clients(clients, num_examples, min_size)
+    check_clients(clients, num_examples)
     order = np.random.default_rng([seed, 1]).permutation(num_examples)
     return stacked(np.array_split(order, clients))
 
 
-def dirichlet(labels: np.ndarray, clients: int, alpha: float, seed: int, min_size: int = 1) -> Partition:
-    """Per-class proportions over clients from Dir(alpha) (Hsu et al. 2019); every client gets
-    at least ``min_size`` examples, or the config is reported."""
+def dirichlet(labels: np.ndarray, clients: int, alpha: float, seed: int) -> Partition:
+    """Per-class proportions over clients from Dir(alpha) (Hsu et al. 2019); a draw leaving a
+    client empty is drawn again, and one line reports a config where every draw does."""
     labels = np.asarray(labels)
     if not alpha > 0:
         raise ConfigError(f"trainer.federated.alpha must be a positive number, got {alpha!r}")
@@ -65,7 +65,7 @@ def dirichlet(labels: np.ndarray, clients: int, alpha: float, seed: int, min_siz
             "trainer.federated.partition=dirichlet skews integer class labels (a 'label' field); "
             "this data has none: use trainer.federated.partition=iid"
         )
-    check_clients(clients, len(labels), min_size)
+    check_clients(clients, len(labels))
     rng = np.random.default_rng([seed, 2])
     for _ in range(REDRAWS):
         parts: list[list[np.ndarray]] = [[] for _ in range(clients)]
@@ -75,11 +75,11 @@ def dirichlet(labels: np.ndarray, clients: int, alpha: float, seed: int, min_siz
             for client, piece in enumerate(np.split(members, cuts)):
                 parts[client].append(piece)
         joined = [np.sort(np.concatenate(p)) for p in parts]
-        if min(len(p) for p in joined) >= min_size:
+        if min(len(p) for p in joined) > 0:
             return stacked(joined)
     raise ConfigError(
-        f"trainer.federated.alpha={alpha} with {clients} clients leaves a client under {min_size} "
-        f"examples in {REDRAWS} draws: raise alpha or use fewer clients"
+        f"trainer.federated.alpha={alpha} with {clients} clients leaves a client without examples "
+        f"in {REDRAWS} draws: raise alpha or use fewer clients"
     )
 
 

@@ -119,8 +119,8 @@ def plan(trainer: TrainerConfig, dataset: Dataset | None, seed: int) -> partitio
     arrays = dataset.splits["train"].arrays()
     num = len(next(iter(arrays.values())))
     if settings.partition == "iid":
-        return partition_lib.iid(num, k, seed, dataset.batch_size)
-    return partition_lib.dirichlet(arrays.get("label"), k, settings.alpha, seed, dataset.batch_size)
+        return partition_lib.iid(num, k, seed)
+    return partition_lib.dirichlet(arrays.get("label"), k, settings.alpha, seed)
 
 
 def local_steps(settings: FederatedConfig, partition: partition_lib.Partition, batch_size: int) -> int:
