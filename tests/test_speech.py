@@ -101,7 +101,7 @@ def test_log_mel_matches_a_scipy_reference() -> None:
 
 
 def test_audio_longer_than_the_maximum_is_one_line() -> None:
-    with pytest.raises(DataError, match=r"clip 1 lasts 1\.50 s, longer than data\.max_seconds=1\.0"):
+    with pytest.raises(DataError, match=r"clip 1 lasts 1\.500 s, longer than data\.max_seconds=1\.0"):
         speech.pad_audio([np.zeros(800, np.int16), np.zeros(1200, np.int16)], 800, 1.0, "spoken_digits train")
 
 

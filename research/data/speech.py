@@ -53,7 +53,7 @@ def pad_audio(clips: Sequence[np.ndarray], max_samples: int, max_seconds: float,
         if len(clip) > max_samples:
             seconds = len(clip) / max_samples * max_seconds
             raise DataError(
-                f"{where}: clip {i} lasts {seconds:.2f} s, longer than data.max_seconds={max_seconds}: "
+                f"{where}: clip {i} lasts {seconds:.3f} s, longer than data.max_seconds={max_seconds}: "
                 "raise data.max_seconds (or shorten the clips)"
             )
         out[i, : len(clip)] = clip
