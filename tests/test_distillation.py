@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import research
-from research import experiment
+from research import ema, experiment
 from research.config import compose_train
 from research.errors import ConfigError
 from research.tasks.distillation import TEACHER, TEACHER_LOGITS
@@ -21,9 +21,9 @@ SMALL = ["model.channels=[4,8]", "model.dense_sizes=[16]", "trainer.plots=false"
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A digits CNN trained for a few steps: the teacher of every test here."""
+    """A digits CNN trained for a few steps, with a weight average: the teacher of every test here."""
     run_dir = tmp_path_factory.mktemp("distillation") / "teacher"
-    overrides = [*SMALL, "trainer.max_steps=20", "trainer.eval_every=20"]
+    overrides = [*SMALL, "trainer.max_steps=20", "trainer.eval_every=20", "optimizer.ema.decay=0.9"]
     research.Experiment("digits_cnn", overrides=overrides, run_dir=run_dir).train()
     return run_dir
 
@@ -62,10 +62,13 @@ def test_loss_is_hintons_formula(teacher: Path) -> None:
 
 
 def test_teacher_is_unchanged_by_training(teacher: Path, tmp_path: Path) -> None:
-    """Two students in one program learn; the teacher's variables ride in the state untouched, out of the
-    optimizer, and its run directory is only read."""
+    """Two students in one program learn from the teacher's weight average (what its own evaluation
+    used); its variables ride in the state untouched, out of the optimizer; its run is only read."""
     files_before = {p: p.stat().st_mtime_ns for p in teacher.rglob("*") if p.is_file()}
-    taught = research.Experiment.open(teacher).state
+    taught = research.Experiment.open(teacher).state  # the average in front, the raw weights in opt_state
+    raw = ema.find(taught["opt_state"]).ema
+    differs = jax.tree.map(lambda a, b: bool((np.asarray(a) != np.asarray(b)).any()), raw, taught["params"])
+    assert any(jax.tree.leaves(differs))  # the average is not the raw weights: which one is taught shows
     overrides = student(teacher, "trainer.max_steps=10", "trainer.eval_every=10", "trainer.num_seeds=2")
     run = research.Experiment("digits_cnn", overrides=overrides, run_dir=tmp_path / "student")
     summary = run.train()

@@ -1,0 +1,78 @@
+"""Knowledge distillation against the same student from scratch, same budget, seeds in one program.
+
+The student is ``fashion_mnist_cnn_distill``'s quarter-width CNN. Both sides are whole runs through
+``research.experiment.run`` with ``trainer.num_seeds=K`` (K replicas vmapped in one program): once
+with ``task=distillation`` reading the teacher run, once with ``task=classification``. Same data
+order per seed, same schedule and number of updates; only the loss differs. Prints a markdown row
+per side (test accuracy mean +- sample std over the seeds, wall time) and the per-seed figures.
+
+    python -m research.train +experiment=fashion_mnist_cnn hydra.run.dir=runs/fashion_mnist_cnn_teacher
+    python bench/distillation.py --teacher runs/fashion_mnist_cnn_teacher               # 2 epochs, 3 seeds
+    python bench/distillation.py --teacher runs/fashion_mnist_cnn_teacher --epochs 10   # a longer budget
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from research.config import compose_train
+from research.experiment import run
+from research.statistics import std
+
+RECIPE = "fashion_mnist_cnn_distill"
+
+
+def whole_run(overrides: list[str], run_dir: Path) -> tuple[float, dict]:
+    """Wall seconds of one run and its summary."""
+    cfg = compose_train([f"+experiment={RECIPE}", *overrides])
+    run_dir.mkdir(parents=True)
+    start = time.perf_counter()
+    summary = run(cfg, run_dir)
+    return time.perf_counter() - start, summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher", required=True, help="a finished fashion_mnist_cnn run directory")
+    parser.add_argument("--epochs", type=float, default=2, help="the students' budget")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--extra", nargs="*", default=[], help="overrides for both sides (task.alpha=...)")
+    args = parser.parse_args()
+    device = jax.devices()[0]
+    print(f"device: {device.device_kind} x{jax.device_count()} ({device.platform}), jax {jax.__version__}")
+    teacher = json.loads((Path(args.teacher) / "summary.json").read_text())
+    print(f"teacher {args.teacher}: test accuracy {teacher['test/accuracy']:.4f}, {teacher['steps']} steps\n")
+    common = [
+        "logger=none",
+        f"trainer.epochs={args.epochs}",
+        f"trainer.num_seeds={args.seeds}",
+        "trainer.progress=false",
+        "trainer.plots=false",
+        "trainer.checkpoint.enabled=false",
+        *args.extra,
+    ]
+    sides = {
+        "from scratch (task=classification)": ["task=classification"],
+        "distilled (task=distillation)": [f"task.teacher.run={Path(args.teacher).resolve()}"],
+    }
+    print(f"| student, {args.epochs:g} epochs x {args.seeds} seeds | test accuracy, mean +- std | wall |")
+    print("|---|---|---|")
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (label, overrides) in enumerate(sides.items()):
+            wall, summary = whole_run([*common, *overrides], Path(tmp) / str(i))
+            accuracy = np.asarray(summary["test/accuracy_per_seed"], np.float64)
+            results[label] = {"test_accuracy": accuracy.tolist(), "wall_s": wall, "steps": summary["steps"]}
+            print(f"| {label} | {accuracy.mean():.4f} +- {std(accuracy):.4f} | {wall:.0f} s |", flush=True)
+    print("\n" + json.dumps({"teacher_test_accuracy": teacher["test/accuracy"], **results}))
+
+
+if __name__ == "__main__":
+    main()
