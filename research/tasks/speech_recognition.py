@@ -117,11 +117,11 @@ class SpeechRecognitionTask(SupervisedTask):
         return Result({f"beam_{k}": v for k, v in rates.items()}, {})
 
     def evaluators(self) -> dict[str, Evaluator]:
-        evaluators: dict[str, Evaluator] = {
-            "metrics": Collect(self.outputs, self.greedy_metrics, ("loss", "cer", "wer"))
-        }
-        if self.beam_width:
-            evaluators["beam"] = Collect(
-                self.outputs, self.beam_metrics, ("beam_cer", "beam_wer"), Schedule(every=0, final=True)
-            )
-        return evaluators
+        greedy = Collect(self.outputs, self.greedy_metrics, ("loss", "cer", "wer"))
+        if not self.beam_width:
+            return {"metrics": greedy}
+        beam = Collect(
+            self.outputs, self.beam_metrics, ("beam_cer", "beam_wer"), Schedule(every=0, final=True)
+        )
+        beam.program = greedy.program  # one compiled pass for both: only the decoding on the host differs
+        return {"metrics": greedy, "beam": beam}
