@@ -59,8 +59,13 @@ def _local_corpus(tmp_path: Path) -> list[str]:
     return ["data=text_files", f"data.path={path}", "data.batch_size=4"]
 
 
+def _few_number_words(tmp_path: Path) -> list[str]:
+    """The generated number words at a few hundred pairs (num2words takes ~0.3 ms a pair)."""
+    return ["data.train_size=256", "data.val_size=32", "data.test_size=32", "data.batch_size=16"]
+
+
 # Recipes whose data is neither bundled nor TFDS: the overrides that give them a small local stand-in.
-LOCAL_DATA = {"shakespeare_char_transformer": _local_corpus}
+LOCAL_DATA = {"shakespeare_char_transformer": _local_corpus, "number_words_transformer": _few_number_words}
 
 # Model families whose recipe sizes take a minute to compile on 2 cores: the same recipe, one
 # small block (the smoke test checks the recipe runs end to end, not what it reaches).
@@ -74,7 +79,11 @@ TINY_MODEL = {"vit": ATTENTION, "transformer_classifier": ATTENTION, "transforme
 FEW_LABELS = ("fashion_mnist_cnn_finetune", "fashion_mnist_cnn_linear_probe", "fashion_mnist_cnn_lora")
 # The TFDS mock draws pixels in 0..255 whatever the dataset; binarized_mnist's are 0/1 (pixel_max 1),
 # and a Bernoulli likelihood of targets above 1 is unbounded below: scale the mock's back into [0, 1].
-MOCK_PIXELS = {"mnist_vae": ["data.pixel_max=255"], "oxford_pet_unet_segmentation": ["data.image_size=32"]}
+MOCK_PIXELS = {
+    "mnist_vae": ["data.pixel_max=255"],
+    "oxford_pet_unet_segmentation": ["data.image_size=32"],
+    "ted_hrlr_transformer": ["data.source_len=24", "data.target_len=24"],
+}  # the mock's short strings
 # TFDS's mock draws a photo and its mask at unrelated sizes: these recipes get records that agree
 # (20-48 pixel photos, so the pet recipe reads them at 32x32, not 128x128).
 MOCK_SCRIPTS = {
