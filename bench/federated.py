@@ -6,7 +6,8 @@ compiled program the engine runs, against the same ten clients trained one after
 in the same process, from the same state: (a) each client's local steps as its own compiled
 scan (the same code, not vmapped), then the same aggregation; (b) each local step its own
 dispatch, batches gathered on the host (the usual hand-written simulation loop). Compiled
-before timing; the median round of ``--rounds``.
+before timing; the median round of ``--rounds``, in wall seconds and in CPU seconds of the
+process (all threads: the work done, which a shared machine's load inflates less).
 
 ``quality``: whole runs through ``research.experiment.run``: centralised training on as many
 examples as the federated runs see (rounds x 10 clients x local steps x batch), FedAvg IID,
@@ -15,6 +16,7 @@ every setting first, so a cut run still has every setting). One JSON line per ru
 ``--table`` prints the Markdown table from it.
 
     python bench/federated.py speed --rounds 3
+    python bench/federated.py speed --rounds 5 --experiment +experiment=digits_mlp   # a small model
     python bench/federated.py quality --rounds 15 --local-steps 10 --seeds 0 1 2 --out fed.jsonl
     python bench/federated.py table --out fed.jsonl
 """
@@ -55,8 +57,9 @@ def _ready(tree):
     return jax.block_until_ready(tree)
 
 
-def speed(rounds: int, local_steps: int) -> dict:
-    cfg = compose_train([RECIPE, *QUIET, f"trainer.federated.local_steps={local_steps}"])
+def speed(rounds: int, local_steps: int, experiment: str) -> dict:
+    clients = [] if experiment == RECIPE else ["trainer.federated.clients=10"]  # the recipe's K
+    cfg = compose_train([experiment, *QUIET, *clients, f"trainer.federated.local_steps={local_steps}"])
     fed = build(cfg).task
     arrays = fed.dataset.splits["train"].arrays()
     data = jax.device_put(arrays)
@@ -102,19 +105,24 @@ def speed(rounds: int, local_steps: int) -> dict:
         weights = fs["counts"] / np.sum(fs["counts"])
         return aggregate(state, stacked, jnp.asarray(weights, jnp.float32))
 
-    def timed(fn) -> float:
+    def timed(fn) -> tuple[float, float]:
+        """Median wall and CPU seconds (every thread of the process) of a round."""
         _ready(fn(start))  # compile
-        times = []
+        wall, cpu = [], []
         for _ in range(rounds):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             _ready(fn(start))
-            times.append(time.perf_counter() - t)
-        return statistics.median(times)
+            wall.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
+        return statistics.median(wall), statistics.median(cpu)
 
-    one = timed(lambda s: one_program(s, data))
-    scan = timed(sequential_scan)
-    steps = timed(sequential_steps)
+    (one, one_cpu), (scan, scan_cpu), (steps, steps_cpu) = (
+        timed(lambda s: one_program(s, data)),
+        timed(sequential_scan),
+        timed(sequential_steps),
+    )
     return {
+        "experiment": experiment,
         "clients": fed.clients,
         "local_steps": fed.local_steps,
         "batch": fed.batch_size,
@@ -123,6 +131,7 @@ def speed(rounds: int, local_steps: int) -> dict:
         "sequential_steps_s": steps,
         "speedup_vs_scan": scan / one,
         "speedup_vs_steps": steps / one,
+        "cpu_s": {"one_program": one_cpu, "sequential_scan": scan_cpu, "sequential_steps": steps_cpu},
     }
 
 
@@ -197,9 +206,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--only", nargs="*", default=[], help="settings to run (default: all)")
     parser.add_argument("--out", type=Path, default=Path("federated_bench.jsonl"))
+    parser.add_argument("--experiment", default=RECIPE, help="speed: the recipe (10 clients)")
     args = parser.parse_args()
     if args.part == "speed":
-        print(json.dumps(speed(args.rounds, args.local_steps), indent=1))
+        print(json.dumps(speed(args.rounds, args.local_steps, args.experiment), indent=1))
     elif args.part == "quality":
         quality(args.rounds, args.local_steps, args.seeds, args.out, args.only)
         print(table(args.out))

@@ -175,11 +175,13 @@ class FederatedTask:
         """One round over ``data``, the whole train split (on device)."""
         fed = state[FED]
         sampler, pick, shuffle = jax.random.split(fed["sampler"], 3)
+        every = self.per_round == self.clients  # no sample to take out and put back
         chosen = jnp.arange(self.clients)
-        if self.per_round < self.clients:
+        if not every:
             chosen = jnp.sort(jax.random.choice(pick, self.clients, (self.per_round,), replace=False))
-        clients = self._broadcast(state, jax.tree.map(lambda a: a[chosen], fed["clients"]))
-        rows, counts = fed["partition"][chosen], fed["counts"][chosen]
+        take = (lambda a: a) if every else (lambda a: a[chosen])
+        clients = self._broadcast(state, jax.tree.map(take, fed["clients"]))
+        rows, counts = take(fed["partition"]), take(fed["counts"])
         keys = jax.random.split(shuffle, self.per_round)
         local = jax.vmap(self._local, in_axes=(0, 0, 0, 0, None))
         clients, metrics = local(clients, rows, counts, keys, data)
@@ -187,7 +189,9 @@ class FederatedTask:
         state = {**state, **self._aggregate(state, clients, weights)}
         state[FED] = {
             **fed,
-            "clients": jax.tree.map(lambda a, c: a.at[chosen].set(c), fed["clients"], clients),
+            "clients": clients
+            if every
+            else jax.tree.map(lambda a, c: a.at[chosen].set(c), fed["clients"], clients),
             "server": state.pop("_server"),
             "sampler": sampler,
             "round": fed["round"] + 1,
@@ -225,6 +229,8 @@ class FederatedTask:
             positions = (step * b + jnp.arange(b)) % count
             batch = jax.tree.map(lambda a: a[order[positions]], data)
             new, metrics = self.task.train_step(c, batch)
+            if self.settings.local_epochs is None:
+                return new, {k: v.astype(jnp.float32) for k, v in metrics.items()}
             active = step < own_steps
             new = jax.tree.map(lambda n, o: jnp.where(active, n, o), new, c)
             return new, {k: jnp.where(active, v, 0).astype(jnp.float32) for k, v in metrics.items()}
