@@ -72,7 +72,9 @@ LOCAL_DATA = {"shakespeare_char_transformer": _local_corpus, "number_words_trans
 ATTENTION = ["model.depth=1", "model.dim=16", "model.num_heads=2", "model.mlp_dim=32"]
 TINY_MODEL = {"vit": ATTENTION, "transformer_classifier": ATTENTION, "transformer_lm": ATTENTION,
               "unet": ["model.channels=[4,8]"],
-              "speech_ctc": ["model.channels=[4]", "model.hidden_size=8", "model.num_layers=1"]}  # fmt: skip
+              "speech_ctc": ["model.channels=[4]", "model.hidden_size=8", "model.num_layers=1"],
+              "seq2seq_transformer": ["model.encoder_depth=1", "model.decoder_depth=1", "model.dim=16",
+                                      "model.num_heads=2", "model.mlp_dim=32"]}  # fmt: skip
 
 
 # 50 labels per class
