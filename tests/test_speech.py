@@ -163,3 +163,23 @@ def test_too_long_audio_through_the_cli_is_one_line(tmp_path) -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "longer than data.max_seconds=0.3" in lines[0], proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_model_output_frames_ignore_the_padding() -> None:
+    """Logits of the real frames do not change with how much padding follows them, and the output
+    mask marks ceil(real / 4) frames after two stride-2 convolutions."""
+    from flax import nnx
+
+    from research.models.speech import SpeechCTC
+
+    model = SpeechCTC((48, 16), 5, [4, 4], "gru", 8, 1, 0.0, rngs=nnx.Rngs(0))
+    model.eval()
+    real = np.random.default_rng(0).normal(size=(1, 30, 16)).astype(np.float32)
+    outs = []
+    for total in (40, 48):
+        x = np.zeros((1, total, 16), np.float32)
+        x[:, :30] = real
+        logits, mask = nnx.jit(lambda m, x, k: m(x, k))(model, jnp.asarray(x), jnp.arange(total)[None] < 30)
+        assert int(mask.sum()) == 8 and logits.shape == (1, total // 4, 5)
+        outs.append(np.asarray(logits[0, :8]))
+    np.testing.assert_allclose(outs[0], outs[1], atol=1e-5)
