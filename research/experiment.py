@@ -177,7 +177,7 @@ def _make_task(cfg: DictConfig, dataset: Any, steps: int, fed: Any = None) -> An
     replicas = replicas_of(cfg)
     kwargs: dict[str, Any] = {"total_steps": steps, "dataset": dataset}
     # research/watch.py; a run saved before trainer.health existed has none in its checkpoints
-    health = cfg.trainer.log_every if cfg.trainer.get("health", False) else None
+    health = bool(cfg.trainer.get("health", False))
     adapters = (cfg.get("optimizer") or {}).get("lora")
     if adapters is not None and not cfg.get("model"):
         raise ConfigError("optimizer.lora adapts a model and this task has none: set optimizer.lora=null")

@@ -107,13 +107,13 @@ def multistep_schedule(
 
 
 def make_optimizer(
-    cfg: Mapping[str, Any], total_updates: int, health_every: int | None = None
+    cfg: Mapping[str, Any], total_updates: int, health: bool = False
 ) -> optax.GradientTransformation:
     """The optax transformation that ``cfg`` describes, for a run of ``total_updates`` calls to update.
 
     With ``accumulate_steps=k`` only every k-th call changes the parameters, so the
-    schedule spans ``total_updates // k`` real updates. ``health_every``: keep the
-    training-health signals (research/watch.py), parameter norms every that many updates.
+    schedule spans ``total_updates // k`` real updates. ``health``: keep the
+    training-health signals (research/watch.py), measured on the steps the engine logs.
     """
     cfg = _plain(cfg)
     if "_target_" not in cfg:
@@ -137,8 +137,8 @@ def make_optimizer(
     average = ema.from_config(cfg.get("ema"))
     if average is not None:  # inside the accumulation: one average per real update
         tx = optax.chain(tx, average)
-    if health_every:
-        tx = watch.watched(tx, max(health_every // accumulate, 1))
+    if health:
+        tx = watch.watched(tx)
     if accumulate > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=accumulate).gradient_transformation()
     return tx
@@ -226,17 +226,17 @@ def _group_config(cfg: dict[str, Any], name: str, group: dict[str, Any]) -> dict
 
 
 class OptimizerFactory:
-    """``make_optimizer(cfg, total_updates)`` bound to its config and the health signals' interval
-    (the trainer's ``log_every``; None: off); tasks read ``freeze`` from it."""
+    """``make_optimizer(cfg, total_updates)`` bound to its config and whether it keeps the health
+    signals (``trainer.health``); tasks read ``freeze`` from it."""
 
-    def __init__(self, cfg: Mapping[str, Any], health_every: int | None = None):
+    def __init__(self, cfg: Mapping[str, Any], health: bool = False):
         self.cfg = _plain(cfg)
         self.freeze = frozen(self.cfg)
         prune.check(self.cfg.get("prune"))
-        self.health_every = health_every
+        self.health = health
 
     def __call__(self, total_updates: int) -> optax.GradientTransformation:
-        return make_optimizer(self.cfg, total_updates, self.health_every)
+        return make_optimizer(self.cfg, total_updates, self.health)
 
 
 def frozen(cfg: Mapping[str, Any]) -> list[str]:

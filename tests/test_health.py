@@ -40,14 +40,15 @@ def _grads(seed: int) -> dict:
 
 
 def test_the_norms_are_those_of_the_gradients_parameters_and_updates() -> None:
-    tx = make_optimizer(CFG, 8, health_every=2)
+    tx = make_optimizer(CFG, 8, health=True)  # stepped by hand (no engine): every update measures
     plain = make_optimizer(CFG, 8)
     params = _params()
     state, plain_state = tx.init(params), plain.init(params)
-    for i in range(4):
+    update, plain_update = jax.jit(tx.update), jax.jit(plain.update)
+    for i in range(3):
         grads = _grads(i)
-        updates, state = jax.jit(tx.update)(grads, state, params)
-        expected, plain_state = plain.update(grads, plain_state, params)
+        updates, state = update(grads, state, params)
+        expected, plain_state = plain_update(grads, plain_state, params)
         for a, b in zip(jax.tree.leaves(updates), jax.tree.leaves(expected), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8)  # watching changes nothing of the update
         record = signals(_Task(), {"params": params, "opt_state": state})
@@ -55,8 +56,6 @@ def test_the_norms_are_those_of_the_gradients_parameters_and_updates() -> None:
         assert record["train/grad_norm/head"] == pytest.approx(
             float(optax.global_norm(grads["head"])), rel=1e-6
         )
-        if (i + 1) % 2:  # off the interval the parameter and update norms are not computed
-            continue
         assert record["train/param_norm"] == pytest.approx(float(optax.global_norm(params)), rel=1e-6)
         ratio = optax.global_norm(updates) / optax.global_norm(params)
         assert record["train/update_ratio"] == pytest.approx(float(ratio), rel=1e-5)
@@ -66,8 +65,49 @@ def test_the_norms_are_those_of_the_gradients_parameters_and_updates() -> None:
     assert set(watch.find(state).grad_norm) == {"hidden", "head"}
 
 
+class _LinearTask(_Task):
+    """loss = <w, x>: the gradient of a step is its batch row, whatever the parameters."""
+
+    def __init__(self) -> None:
+        self.tx = make_optimizer(CFG, 8, health=True)
+
+    def init(self, rng: jax.Array, example: jax.Array) -> dict:
+        params = {"hidden": {"kernel": jnp.zeros(3)}, "head": {"bias": jax.random.normal(rng, (2,))}}
+        return {"params": params, "opt_state": self.tx.init(params)}
+
+    def train_step(self, state: dict, x: jax.Array) -> tuple[dict, dict]:
+        loss_fn = lambda p: jnp.dot(p["hidden"]["kernel"], x[:3]) + jnp.dot(p["head"]["bias"], x[3:])  # noqa: E731
+        loss, grads = jax.value_and_grad(loss_fn)(state["params"])
+        updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        return {"params": params, "opt_state": opt_state}, {"loss": loss}
+
+
+@pytest.mark.parametrize("seeds", [1, 2])
+def test_the_last_step_of_a_call_measures_and_the_others_carry_no_branch(seeds: int) -> None:
+    from research.engine.replicas import Replicas
+    from research.engine.steps import Programs
+
+    task, replicas = _LinearTask(), Replicas(num_seeds=seeds)
+    rows = jnp.arange(40.0).reshape(8, 5) - 7  # the batch of step i is row i
+    programs = Programs(task, lambda data, x: data[x], replicas, per_seed_data=False, state_sharding=None)
+    state = programs.init(replicas.rngs(0), rows[0])
+    for first in (0, 4):  # two calls of 4 steps
+        state, metrics = programs.train(state, rows, jnp.arange(first, first + 4, dtype=jnp.int32))
+        assert np.asarray(metrics["loss"]).shape[0] == 4
+        record = signals(task, state)
+        last = rows[first + 3]
+        assert record["train/grad_norm"] == pytest.approx(float(optax.global_norm(last)), rel=1e-6)
+        assert record["train/grad_norm/head"] == pytest.approx(float(optax.global_norm(last[3:])), rel=1e-6)
+    assert np.all(np.asarray(watch.find(state["opt_state"]).count) == 8)  # every update counted
+    # No lax.cond chooses whether to measure: on the CPU it breaks the update's fused loop, and
+    # under vmap it becomes a select that computes the norms on every step.
+    jaxpr = programs._chunk.trace(state, rows, jnp.arange(4, dtype=jnp.int32)).jaxpr
+    assert "cond[" not in str(jaxpr)
+
+
 def test_the_first_non_finite_gradient_names_its_group_and_update() -> None:
-    tx = make_optimizer(CFG, 8, health_every=4)
+    tx = make_optimizer(CFG, 8, health=True)
     params, state = _params(), None
     state = tx.init(params)
     update = jax.jit(tx.update)

@@ -18,6 +18,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from research import watch
 from research.engine.api import Task
 from research.engine.flops import StepFlops, jaxpr_flops
 from research.engine.replicas import Replicas
@@ -84,7 +85,18 @@ class Programs:
         step = train_replicas if vmapped else train_one
 
         def chunk(state, data, xs):
-            return jax.lax.scan(lambda s, x: step(s, data, x), state, xs)
+            """The steps of ``xs``, the last one traced apart: it alone measures the health
+            signals (research/watch.py), so the others carry no branch for them."""
+            head, last = (jax.tree.map(lambda a, s=s: a[s], xs) for s in (slice(None, -1), -1))
+            metrics = None
+            if jax.tree.leaves(xs)[0].shape[0] > 1:
+                with watch.measuring(False):
+                    state, metrics = jax.lax.scan(lambda s, x: step(s, data, x), state, head)
+            with watch.measuring(True):
+                state, final = step(state, data, last)
+            if metrics is None:
+                return state, jax.tree.map(lambda a: a[None], final)
+            return state, jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), metrics, final)
 
         if vmapped and replicas.num_seeds == 1:  # one init key for every replica: init once, copy it
             count = replicas.count
