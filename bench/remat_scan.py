@@ -6,8 +6,10 @@ probabilities alone are 16 x 8 x 256 x 256 floats, 32 MiB), at 4, 12 and 24 bloc
 the tasks' own shape (research/tasks/supervised.py): merge the model from plain arrays inside
 one jitted function, the loss, its gradient, an SGD update. Nothing trains: each configuration
 is lowered and compiled on abstract inputs, and XLA's ``compiled.memory_analysis()`` gives
-``temp`` (the activations and other scratch buffers the step keeps alive: what remat cuts) and
-``argument`` (parameters and batch). Compile time is wall time of ``lower`` + ``compile``.
+``temp`` (the activations and other scratch buffers the step keeps alive: what remat cuts),
+``argument`` (parameters and batch) and the compiled peak, argument + output - aliased + temp (the
+parameters are donated: the updated ones are written in place). Compile time is wall time of
+``lower`` + ``compile``.
 
     python bench/remat_scan.py                                  # the table in docs/benchmarks.md
     python bench/remat_scan.py --depths 2 --batch 2 --context 32   # checks the script in seconds
@@ -60,6 +62,13 @@ def compile_step(args: argparse.Namespace, depth: int, scan: bool, remat: str) -
         "compile_s": seconds,
         "temp_mib": memory.temp_size_in_bytes / MIB,
         "argument_mib": memory.argument_size_in_bytes / MIB,
+        "peak_mib": (
+            memory.argument_size_in_bytes
+            + memory.output_size_in_bytes
+            - memory.alias_size_in_bytes
+            + memory.temp_size_in_bytes
+        )
+        / MIB,
     }
 
 
@@ -75,16 +84,20 @@ def main() -> None:
     args = parser.parse_args()
     device = jax.devices()[0].device_kind
     print(f"jax {jax.__version__}, {device}; width {args.dim}, batch {args.batch} x {args.context}")
-    print("| blocks | scan_layers | remat | compile s | temp MiB | argument MiB | temp vs remat=none |")
-    print("|---:|---|---|---:|---:|---:|---:|")
+    print(
+        "| blocks | scan_layers | remat | compile s | temp MiB | argument MiB | peak MiB "
+        "| temp vs remat=none | peak vs remat=none |"
+    )
+    print("|---:|---|---|---:|---:|---:|---:|---:|---:|")
     for depth in args.depths:
         for scan in (False, True):
             base = None
             for remat in POLICIES:
                 r = compile_step(args, depth, scan, remat)
-                base = base or r["temp_mib"]
+                base = base or r
                 cells = [depth, str(scan).lower(), remat, f"{r['compile_s']:.1f}", f"{r['temp_mib']:.0f}"]
-                cells += [f"{r['argument_mib']:.0f}", f"{r['temp_mib'] / base:.2f}"]
+                cells += [f"{r['argument_mib']:.0f}", f"{r['peak_mib']:.0f}"]
+                cells += [f"{r[k] / base[k]:.2f}" for k in ("temp_mib", "peak_mib")]
                 print("| " + " | ".join(map(str, cells)) + " |", flush=True)
 
 

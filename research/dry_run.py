@@ -3,10 +3,15 @@
 Called by the train command's preflight, before Hydra creates anything: the config is built
 as for the run, laid out and compiled by ``engine.plan``, and reported; no run directory,
 checkpoint or record is written. ``trainer.dry_run_devices=N`` plans a mesh of N devices
-that are not here, emulated as N CPU devices: parameter and optimizer-state shards, data and
-FLOPs are those of the target mesh, temporaries are the CPU compiler's. JAX cannot compile
-ahead of time for absent GPUs (``jax.experimental.topologies`` raises "topology not
-implemented" for cuda and cpu in jax 0.11.2 and 0.12.1) and needs libtpu for TPU topologies.
+that are not here, emulated as N CPU devices (``jax_num_cpu_devices``) and compiled ahead for them
+(``.trace().lower().compile()``): parameter and optimizer-state shards, data and FLOPs are those
+of the target mesh, temporaries are the CPU compiler's. A topology of absent devices cannot be
+compiled for from here: ``jax.experimental.topologies.get_topology_desc`` asks a PJRT plugin's
+topology factory (``xla_bridge.make_pjrt_topology``), and in jax 0.11.2 and 0.12.1 with the
+CPU-only jaxlib none is registered for ``cpu`` or ``cuda`` ("topology not implemented"); a
+compile-only GPU topology needs the jax CUDA plugin (and a GPU target config), a TPU one libtpu.
+An ``AbstractMesh`` lowers (``lower(lowering_platforms=("cuda",))``), but ``compile()`` then
+asks for a ``device_assignment`` of concrete devices (both versions).
 """
 
 from __future__ import annotations

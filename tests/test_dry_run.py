@@ -117,3 +117,30 @@ def test_a_dry_run_of_a_sweep_is_one_line(tmp_path: Path) -> None:
         proc.stderr.strip() == "error: trainer.dry_run=true plans one run: drop -m and give one value per key"
     )
     assert not (tmp_path / "sweep").exists()
+
+
+def test_lax_convolutions_on_the_cpu_are_named_as_not_counted() -> None:
+    """XLA:CPU's convolution kernels work in memory ``memory_analysis`` does not report: the plan
+    counts the ``convolution`` ops of a CPU program and the report says their memory is left out."""
+    import dataclasses
+
+    import jax
+    import jax.numpy as jnp
+
+    from research.engine import plan
+
+    def convs(x: jax.Array, k: jax.Array) -> jax.Array:
+        dims = ("NHWC", "HWIO", "NHWC")
+        y = jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=dims)
+        return jax.lax.conv_general_dilated(y, k, (1, 1), "SAME", dimension_numbers=dims)
+
+    compiled = jax.jit(convs).lower(jnp.ones((2, 6, 6, 3)), jnp.ones((3, 3, 3, 3))).compile()
+    assert plan._convolutions(compiled) == 2
+    assert plan._convolutions(jax.jit(lambda a: a @ a).lower(jnp.ones((4, 4))).compile()) == 0
+    fields = {f.name: 0 for f in dataclasses.fields(plan.Plan)}
+    base = plan.Plan(**{**fields, "device_kind": "cpu", "mesh": {"data": 1}, "transient_program": "train"})
+    assert "not counted" not in plan.report(base, "x", None, "")
+    lines = plan.report(dataclasses.replace(base, cpu_convolutions=2), "x", None, "").splitlines()
+    (note,) = [line for line in lines if "not counted" in line]
+    assert "XLA:CPU's 2 convolution kernels" in note
+    assert lines.index(note) == [i for i, line in enumerate(lines) if "estimated peak" in line][0] + 1
