@@ -21,7 +21,7 @@ from research import metrics
 from research.data import fashion_mnist, scenes
 from research.data.arrays import make_dataset
 from research.errors import ConfigError, DataError
-from research.models.unet import UNet
+from research.models.unet import UNet, UpConv
 from research.tasks.segmentation import SegmentationTask, check_masks, dice_loss
 from tests.conftest import ROOT, TINY
 
@@ -38,6 +38,21 @@ def test_iou_and_per_class_iou_match_a_hand_count() -> None:
     assert float(metrics.mean_iou(confusion)) == pytest.approx((0.5 + 1 / 3 + 0.5) / 3)
     weighted = metrics.confusion_matrix(truth, preds, 4, jnp.array([1, 1, 1, 1, 1, 0, 0, 0]))
     np.testing.assert_allclose(metrics.iou_per_class(weighted), [2 / 3, 1 / 3, 0.0, 0.0], rtol=1e-6)
+
+
+def test_iou_is_counted_over_the_whole_split_not_averaged_per_batch() -> None:
+    """Two batches: the split's confusion is their sum; averaging per-batch IoUs would differ."""
+    truth = [jnp.array([0, 0, 0, 0, 1, 1]), jnp.array([0, 2, 2, 2, 2, 2])]
+    preds = [jnp.array([0, 0, 0, 1, 1, 1]), jnp.array([0, 2, 2, 2, 0, 0])]
+    batches = [metrics.confusion_matrix(t, p, 3, jnp.ones(6)) for t, p in zip(truth, preds, strict=True)]
+    split = metrics.confusion_matrix(jnp.concatenate(truth), jnp.concatenate(preds), 3, jnp.ones(12))
+    np.testing.assert_array_equal(batches[0] + batches[1], split)
+    # over the split: background TP 4, FP 2, FN 1 -> 4/7; class 1 TP 2, FP 1 -> 2/3; class 2 TP 3, FN 2 -> 3/5
+    np.testing.assert_allclose(metrics.iou_per_class(split), [4 / 7, 2 / 3, 3 / 5], rtol=1e-6)
+    assert float(metrics.mean_iou(split)) == pytest.approx((4 / 7 + 2 / 3 + 3 / 5) / 3)
+    per_batch = np.mean([float(metrics.mean_iou(c)) for c in batches])  # (3/4, 2/3) then (1/3, 3/5)
+    assert per_batch == pytest.approx(((3 / 4 + 2 / 3) / 2 + (1 / 3 + 3 / 5) / 2) / 2)
+    assert abs(per_batch - float(metrics.mean_iou(split))) > 0.02
 
 
 def test_dice_loss_is_zero_for_a_sure_right_answer_and_near_one_for_a_wrong_one() -> None:
@@ -139,7 +154,7 @@ def test_unet_gives_per_pixel_logits_and_checks_sizes() -> None:
 
         return jax.eval_shape(run).shape
 
-    for kwargs in ({}, {"skip": False}, {"encoder": "resnet"}):
+    for kwargs in ({}, {"skip": False}, {"encoder": "resnet"}, {"bottleneck_dense": 6}):
         assert shape(**kwargs) == (2, 16, 16, 5)
 
     def count(**kwargs) -> int:
@@ -147,8 +162,21 @@ def test_unet_gives_per_pixel_logits_and_checks_sizes() -> None:
         return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
     assert count(skip=False) < count()  # the decoder's convs read half as many channels
+    cells = 4 * 4 * 8  # the bottleneck: 16x16 halved twice, 8 channels
+    assert count(bottleneck_dense=6) - count() == cells * 6 + 6 + 6 * cells + cells
     with pytest.raises(ConfigError, match="divisible by 4"):
         UNet((18, 18, 1), 5, [4, 8, 8], rngs=nnx.Rngs(0))
+
+
+def test_the_up_convolution_is_a_2x2_stride_2_transposed_conv() -> None:
+    up = UpConv(3, 2, rngs=nnx.Rngs(0))
+    x = np.random.default_rng(1).normal(size=(1, 2, 3, 3)).astype(np.float32)
+    kernel = np.asarray(up.linear.kernel[...]).reshape(3, 2, 2, 2)
+    bias = np.asarray(up.linear.bias[...]).reshape(2, 2, 2)
+    expected = np.zeros((1, 4, 6, 2), np.float32)
+    for i, j, a, b in np.ndindex(2, 3, 2, 2):  # input pixel (i, j) alone makes output (2i + a, 2j + b)
+        expected[0, 2 * i + a, 2 * j + b] = x[0, i, j] @ kernel[:, a, b] + bias[a, b]
+    np.testing.assert_allclose(up(jnp.asarray(x)), expected, rtol=1e-5, atol=1e-5)
 
 
 def toy_segmentation(n: int = 64, size: int = 16, mask_size: int | None = None):

@@ -2,12 +2,18 @@
 
 ``channels`` lists the widths of the levels from full resolution down; every level after
 the first halves H and W, and the last is the bottleneck. The decoder climbs back up:
-2x nearest upsampling, a 3x3 conv to the level's width, the encoder's features of that
-level concatenated (``skip=True``), two 3x3 convs; a 1x1 conv gives ``num_outputs``
-logits per pixel. ``skip=False`` is the same network without the concatenations (the
-baseline that shows what the skips are worth). ``encoder`` picks the encoder's blocks:
+the paper's 2x2 up-convolution (stride 2) to the level's width, the encoder's features of
+that level concatenated (``skip=True``), two 3x3 convs; a 1x1 conv gives ``num_outputs``
+logits per pixel. The up-convolution is one matmul (each input pixel's four output pixels
+at once) followed by a pixel shuffle: a ninth of the MACs of upsampling then a 3x3 conv.
+``skip=False`` is the same network without the concatenations (the baseline that shows
+what the skips are worth). ``encoder`` picks the encoder's blocks:
 ``double_conv`` (the paper's: conv-BN-act twice, 2x2 max pooling between levels) or
 ``resnet`` (the basic residual blocks of research/models/resnet.py, strided between levels).
+``bottleneck_dense`` > 0 adds a dense layer of that width over the whole flattened bottleneck,
+its output added back to every cell: as a classifier's dense layer does, it lets each cell
+see the whole scene at once, where stacked 3x3 convs see it only through a narrow effective
+receptive field (the input size is then fixed).
 """
 
 from __future__ import annotations
@@ -42,6 +48,19 @@ class DoubleConv(nnx.Module):
         for conv, norm in zip(self.convs, self.norms, strict=True):
             x = self.act(norm(conv(x)))
         return x
+
+
+class UpConv(nnx.Module):
+    """2x2 transposed conv, stride 2: (B, h, w, c_in) -> (B, 2h, 2w, c_out), as one matmul."""
+
+    def __init__(self, c_in: int, c_out: int, *, rngs: nnx.Rngs):
+        self.linear = nnx.Linear(c_in, 4 * c_out, rngs=rngs)
+        self.c_out = c_out
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        n, h, w, _ = x.shape
+        y = self.linear(x).reshape(n, h, w, 2, 2, self.c_out)
+        return y.transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * h, 2 * w, self.c_out)
 
 
 class ResidualLevel(nnx.Module):
@@ -87,6 +106,7 @@ class UNet(nnx.Module):
         activation: str = "relu",
         batch_norm_momentum: float = 0.9,
         conv_impl: str = "auto",
+        bottleneck_dense: int = 0,
         *,
         rngs: nnx.Rngs,
     ):
@@ -101,7 +121,6 @@ class UNet(nnx.Module):
         self.encoder_kind = choice("encoder", encoder, ENCODERS)
         impl = resolve(choice("conv_impl", conv_impl, CONV_IMPLS), "im2col", "xla")
         conv = partial(same_conv, conv_general_dilated=conv_function(impl))
-        upconv = partial(nnx.Conv, kernel_size=(3, 3), conv_general_dilated=conv_function(impl), rngs=rngs)
         norm = partial(nnx.BatchNorm, momentum=batch_norm_momentum)
         self.act, self.skip = activation_fn(activation), bool(skip)
         ins = [in_channels, *widths[:-1]]
@@ -115,9 +134,17 @@ class UNet(nnx.Module):
                 DoubleConv(a, b, conv, norm, self.act, rngs=rngs) for a, b in zip(ins, widths, strict=True)
             ]
         self.down = nnx.List(down)
+        self.context = nnx.data(None)
+        if bottleneck_dense:
+            cells = (height // step) * (width // step) * widths[-1]
+            self.context = nnx.Sequential(
+                nnx.Linear(cells, int(bottleneck_dense), rngs=rngs),
+                self.act,
+                nnx.Linear(int(bottleneck_dense), cells, rngs=rngs),
+            )
         ups, blocks = [], []
         for deep, shallow in zip(reversed(widths[1:]), reversed(widths[:-1]), strict=True):
-            ups.append(upconv(deep, shallow))
+            ups.append(UpConv(deep, shallow, rngs=rngs))
             blocks.append(DoubleConv(shallow * (2 if skip else 1), shallow, conv, norm, self.act, rngs=rngs))
         self.ups, self.up_blocks = nnx.List(ups), nnx.List(blocks)
         self.head = nnx.Conv(widths[0], int(num_outputs), (1, 1), rngs=rngs)
@@ -129,7 +156,9 @@ class UNet(nnx.Module):
                 x = tiled_max_pool(x, 2)
             x = level(x)
             features.append(x)
+        if self.context is not None:  # every bottleneck cell sees the whole scene
+            x = x + self.context(x.reshape(x.shape[0], -1)).reshape(x.shape)
         for up, block, skipped in zip(self.ups, self.up_blocks, reversed(features[:-1]), strict=True):
-            x = self.act(up(jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)))
+            x = self.act(up(x))
             x = block(jnp.concatenate([x, skipped], axis=-1) if self.skip else x)
         return self.head(x)
