@@ -16,7 +16,8 @@ parameters themselves hold the zeros and checkpoints, ``research.export`` and ev
 command see the pruned model. A masked weight stays masked (its magnitude counts as 0 at the
 next recomputation), as in the paper.
 
-Begin and end below 1 are fractions of the run's optimizer updates, so one recipe fits any length.
+A begin or end written as a float up to 1.0 is a fraction of the run's optimizer updates (an
+integer is an update count), so one recipe fits any length.
 The transform must be the last to touch the updates: a learning-rate grid's per-replica factor
 (``engine/replicas.py``) would scale the step onto the zeros, so the two do not combine.
 """
@@ -162,7 +163,7 @@ def settings_from_config(cfg: Any, total_updates: int) -> Settings | None:
     if not begin < end:
         raise ConfigError(
             f"optimizer.prune.begin_step ({begin} updates) must come before end_step ({end} updates of "
-            f"{total_updates}): fractions below 1 are of the run"
+            f"{total_updates}): floats up to 1.0 are fractions of the run"
         )
     frequency = cfg.get("frequency", 1)
     if isinstance(frequency, bool) or not isinstance(frequency, int) or frequency < 1:
