@@ -183,3 +183,37 @@ def test_model_output_frames_ignore_the_padding() -> None:
         assert int(mask.sum()) == 8 and logits.shape == (1, total // 4, 5)
         outs.append(np.asarray(logits[0, :8]))
     np.testing.assert_allclose(outs[0], outs[1], atol=1e-5)
+
+
+def test_speech_commands_streams_its_train_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mock speech_commands records (as TFDS gives them, _unknown_ among them) read in memory and
+    streamed through grain: words as labels, _unknown_ skipped, the stream resumes from its state."""
+    from research.data import speech_commands, tfds_source
+    from tests import mock_speech_commands
+
+    monkeypatch.setattr(tfds_source, "open_tfds", mock_speech_commands.open_tfds)
+    config = {**{k: TINY[k] for k in ("alphabet", "features", "batch_size", "eval_batch_size")}}
+    kept = set(speech_commands.TRANSCRIPTS.values())
+    held = speech_commands.load("unused", None, 0, 8000, 1.0, in_memory=True, **config)
+    val = held.splits["val"].arrays()
+    assert (
+        val["audio"].shape == (22, 8000) and val["label"].shape[1] == speech_commands.WIDTH
+    )  # 24 less 2 unknown
+    assert {
+        speech.decode(r[:n], held.info["alphabet"])
+        for r, n in zip(val["label"], val["label_length"], strict=True)
+    } <= kept
+    streamed = speech_commands.load("unused", None, 0, 8000, 1.0, in_memory=False, **config)
+    assert not streamed.splits["train"].in_memory and streamed.splits["train"].num_examples == 96
+    it = streamed.splits["train"].iterator(4, seed=0, shard_index=0, shard_count=1)
+    for _ in range(3):
+        batch = next(it)
+        texts = {
+            speech.decode(r[:n], held.info["alphabet"])
+            for r, n in zip(batch["label"], batch["label_length"], strict=True)
+        }
+        assert batch["audio"].shape == (4, 8000) and texts <= kept
+    state = it.get_state()
+    after = next(it)
+    it.set_state(state)
+    np.testing.assert_array_equal(next(it)["audio"], after["audio"])

@@ -10,7 +10,6 @@ task reads: ``audio`` (N, max_samples) int16, zero-padded, ``audio_length`` (N,)
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from research.data.arrays import make_dataset
-from research.data.base import Batch, Dataset, Transform
+from research.data.arrays import ArraySplit, check_batch_sizes, check_not_empty
+from research.data.base import Batch, Dataset, Split, Transform
 from research.data.spectrogram import (
     INT16_SCALE,
     Features,
@@ -67,10 +66,12 @@ def split_arrays(
     max_samples: int,
     max_seconds: float,
     where: str,
+    width: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """The fields of one split (see the module docstring); labels padded to the longest here."""
+    """The fields of one split (see the module docstring); labels padded to ``width`` (None: the
+    longest here)."""
     labels = [encode(t, alphabet, where) for t in texts]
-    width = max(1, max((len(x) for x in labels), default=1))
+    width = width or max(1, max((len(x) for x in labels), default=1))
     label = np.zeros((len(labels), width), np.int32)
     for i, x in enumerate(labels):
         label[i, : len(x)] = x
@@ -129,8 +130,12 @@ def make_speech_dataset(
     batch_size: int,
     eval_batch_size: int,
     info: dict[str, Any],
+    train: Split | None = None,
 ) -> Dataset:
-    """A ``Dataset`` of speech splits: ``input_shape`` (frames, n_mels), the alphabet in ``info``."""
+    """A ``Dataset`` of speech splits: ``input_shape`` (frames, n_mels), the alphabet in ``info``.
+
+    ``train``, when given, is a streamed training split (its labels as wide as ``splits``' own).
+    """
     if len(set(alphabet)) != len(alphabet) or not alphabet:
         raise ConfigError(f"data.alphabet={alphabet!r} must list distinct characters")
     max_samples = next(iter(splits.values()))["audio"].shape[1]
@@ -138,13 +143,20 @@ def make_speech_dataset(
         raise ConfigError(
             f"data.max_seconds holds {max_samples} samples, fewer than one window ({features.window})"
         )
-    num_frames = int(features.num_frames(max_samples))
-    dataset = make_dataset(
-        name,
-        pad_labels(splits),
-        batch_size,
-        eval_batch_size,
-        input_shape=(num_frames, features.n_mels),
+    check_batch_sizes(batch_size, eval_batch_size)
+    held: dict[str, Split] = {split: ArraySplit(arrays) for split, arrays in pad_labels(splits).items()}
+    held = {**held, "train": train} if train is not None else held
+    check_not_empty(name, {split: held[split].num_examples for split in held})
+    num_train = held["train"].num_examples
+    if batch_size > num_train:
+        raise ConfigError(f"data.batch_size={batch_size} exceeds the {num_train} training examples of {name}")
+    return Dataset(
+        name=name,
+        input_shape=(int(features.num_frames(max_samples)), features.n_mels),
+        num_classes=None,
+        splits=held,
+        transform=make_transform(features),
+        batch_size=batch_size,
+        eval_batch_size=eval_batch_size,
         info={**info, "alphabet": alphabet, "sample_rate": features.sample_rate},
     )
-    return dataclasses.replace(dataset, transform=make_transform(features))
