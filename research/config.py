@@ -45,6 +45,11 @@ def check(cfg: DictConfig) -> None:
             raise ConfigError(f"{key} is required: set it on the command line ({key}=...)")
         if isinstance(node, bool) or not isinstance(node, types) or not ok(node):
             raise ConfigError(f"{key} must be {requirement}, got {node!r}")
+    if OmegaConf.select(cfg, "optimizer.prune") is not None and OmegaConf.select(cfg, "trainer.vmap_over"):
+        raise ConfigError(
+            "optimizer.prune does not combine with trainer.vmap_over (the replica's learning-rate factor "
+            "would scale the step that lands weights on zero): run the rates one after another"
+        )
     if "trainer" in cfg:
         trainer_settings(cfg)
     for group in IMPORTED_GROUPS:

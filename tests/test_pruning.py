@@ -83,6 +83,17 @@ def test_a_pattern_that_matches_no_kernel_is_one_line() -> None:
         tx.init({"conv": {"kernel": jnp.ones((3, 3, 1, 4))}})
 
 
+def test_a_learning_rate_grid_with_pruning_is_one_line() -> None:
+    from omegaconf import OmegaConf
+
+    from research import config
+
+    grid = {"vmap_over": "optimizer.learning_rate", "vmap_values": [1e-3, 1e-2]}
+    cfg = OmegaConf.create({"optimizer": {"prune": SETTINGS}, "trainer": grid})
+    with pytest.raises(ConfigError, match="^optimizer.prune does not combine with trainer.vmap_over"):
+        config.check(cfg)
+
+
 def test_sparsity_outside_the_unit_interval_stops_the_command_line_before_a_run_directory(
     tmp_path: Path,
 ) -> None:
