@@ -41,9 +41,11 @@ def whole_run(overrides: list[str], run_dir: Path) -> tuple[float, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", required=True, help="a finished fashion_mnist_cnn run directory")
-    parser.add_argument("--epochs", type=float, default=2, help="the students' budget")
+    parser.add_argument("--epochs", type=int, default=2, help="the students' budget")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--extra", nargs="*", default=[], help="overrides for both sides (task.alpha=...)")
+    parser.add_argument("--alpha", type=float, default=None, help="task.alpha (default: the recipe's)")
+    parser.add_argument("--temperature", type=float, default=None, help="task.temperature (the recipe's)")
+    parser.add_argument("--only", choices=("scratch", "distilled"), default=None, help="run one side")
     args = parser.parse_args()
     device = jax.devices()[0]
     print(f"device: {device.device_kind} x{jax.device_count()} ({device.platform}), jax {jax.__version__}")
@@ -56,13 +58,22 @@ def main() -> None:
         "trainer.progress=false",
         "trainer.plots=false",
         "trainer.checkpoint.enabled=false",
-        *args.extra,
+    ]
+    loss = [
+        f"task.{k}={v}"
+        for k, v in (("alpha", args.alpha), ("temperature", args.temperature))
+        if v is not None
     ]
     sides = {
         "from scratch (task=classification)": ["task=classification"],
-        "distilled (task=distillation)": [f"task.teacher.run={Path(args.teacher).resolve()}"],
+        f"distilled ({' '.join(loss) or 'task=distillation'})": [
+            f"task.teacher.run={Path(args.teacher).resolve()}",
+            *loss,
+        ],
     }
-    print(f"| student, {args.epochs:g} epochs x {args.seeds} seeds | test accuracy, mean +- std | wall |")
+    if args.only:
+        sides = dict([list(sides.items())[args.only == "distilled"]])
+    print(f"| student, {args.epochs} epochs x {args.seeds} seeds | test accuracy, mean +- std | wall |")
     print("|---|---|---|")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
