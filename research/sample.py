@@ -4,6 +4,8 @@ prompt="ROMEO:" max_new_tokens=500 [temperature=0.8] [top_k=200] [seed=0] [check
 The run is rebuilt from its saved config (as ``research.evaluate`` does), the checkpoint's
 parameters are restored, the tokenizer is rebuilt from the data's ``info``, and the prompt
 followed by ``max_new_tokens`` sampled characters is printed. temperature=0 is greedy.
+A translation run (``task=translation``) prints its beam-search translation of the prompt instead;
+a character outside its vocabulary is one line.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ def sample(options: dict[str, Any]) -> str:
         options["run"], checkpoint=options["checkpoint"], replica=0
     )  # several seeds: the first
     task, state = opened.built.task, opened.state
+    if hasattr(task, "translate_texts"):  # an encoder-decoder (research/tasks/translation.py)
+        return task.translate_texts(state, [options["prompt"]])[0]
     if not isinstance(task, LanguageModel):
         raise ConfigError(
             f"run={options['run']} trained task={opened.cfg.task._target_}, not a language model"

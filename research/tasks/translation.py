@@ -7,8 +7,8 @@ also decodes the split twice in one compiled pass, greedily and with beam search
 host compares the texts with the references: the share decoded exactly
 (``greedy_exact_match``, ``beam_exact_match``) and sacrebleu's corpus BLEU
 (``greedy_bleu``, ``beam_bleu``; ``bleu_tokenize`` names sacrebleu's tokenizer: ``char``
-suits one-word targets such as digits). One fixed validation example's cross-attention
-is drawn as an image at each evaluation.
+suits one-word targets such as digits). One fixed validation example's cross-attention,
+as the model reads its reference (teacher forced), is drawn as an image at each evaluation.
 """
 
 from __future__ import annotations
@@ -91,7 +91,9 @@ class TranslationTask(SupervisedTask):
         val = dataset.splits["val"].arrays()
         if not 0 <= attention_example < len(val["source"]):
             raise ConfigError(f"task.attention_example={attention_example} is not a validation example index")
-        self.example = jnp.asarray(val["source"][attention_example : attention_example + 1])
+        self.example = {
+            k: jnp.asarray(val[k][attention_example : attention_example + 1]) for k in self.fields
+        }
 
     def token_losses(self, model: nnx.Module, batch: Batch) -> tuple[jax.Array, jax.Array, jax.Array]:
         """(per-token nll (B, T), correct (B, T), weights (B, T): 1 on real target tokens)."""
@@ -143,20 +145,17 @@ class TranslationTask(SupervisedTask):
         return Result(metrics)
 
     def attention(self, state: State) -> dict:
-        """The fixed example's greedy output and the last decoder block's cross-attention over it."""
-        output = self.decode(state, self.example, 1)
-        bos = jnp.full((1, 1), self.ids[0], output.dtype)
-        weights = self.eval_model(state).cross_attention(
-            self.example, jnp.concatenate([bos, output[:, :-1]], 1)
-        )
-        return {"weights": weights[0], "output": output[0]}
+        """The last decoder block's cross-attention while it reads the fixed example's reference."""
+        source, target = self.example["source"], self.example["target"]
+        weights = self.eval_model(state).cross_attention(source, target[:, :-1])
+        return {"weights": weights[0], "output": target[0, 1:]}
 
     def output_labels(self, ids: np.ndarray) -> list[str]:
         text = self.tokenizer.decode(ids)
         return [*text, "</s>"][: len(ids)]
 
     def evaluators(self) -> dict[str, Evaluator]:
-        source = self.tokenizer.decode(np.asarray(self.example[0]))
+        source = self.tokenizer.decode(np.asarray(self.example["source"][0]))
         return {
             "metrics": Sums(self.eval_step, _token_metrics, METRICS),
             "decoded": Collect(self.outputs, self.scores, DECODED),
