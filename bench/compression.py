@@ -32,7 +32,8 @@ COMMON = ("logger=none", "trainer.progress=false")
 SPARSITIES = (0.9, 0.95, 0.8, 0.5)  # the acceptance line's 90% first
 
 
-def command(module: str, *args: str) -> dict | None:
+def command(module: str, *args: str) -> str:
+    """``python -m <module> <args>`` in this checkout; its stdout, or the run stops with its stderr."""
     cmd = [sys.executable, "-m", module, *args]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
