@@ -159,9 +159,7 @@ def pairs_dataset(
 
 def _read_pairs(source: Sequence[dict], source_key: str, target_key: str, limit: int | None) -> list:
     count = len(source) if limit is None else min(limit, len(source))
-    records = [source[i] for i in range(count)]
-    if records and "translation" in records[0]:  # wmt14-style: one Translation feature
-        records = [r["translation"] for r in records]
+    records = [source[i] for i in range(count)]  # a Translation feature: one text per language
     return [(as_text(r[source_key]), as_text(r[target_key])) for r in records]
 
 
