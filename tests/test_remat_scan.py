@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -280,3 +281,54 @@ def test_a_run_saved_unrolled_is_refused_by_name_when_read_scanned_and_converted
     before = json.loads((saved / "summary.json").read_text())
     after = json.loads((loaded / "summary.json").read_text())
     assert after["test/loss"] == pytest.approx(before["test/loss"], rel=1e-5)
+
+
+def resnet(scan: bool, remat: str) -> nnx.Module:
+    """A tiny CIFAR ResNet: a stage of one block, then one of three (a first and two identical)."""
+    return ResNet(
+        (8, 8, 1), 3, [1, 3], [4, 8], "basic", "cifar", 4, "relu", 0.9, 1e-5, False,
+        remat=remat, scan_layers=scan, rngs=nnx.Rngs(0),
+    )  # fmt: skip
+
+
+def resnet_scanned(unrolled: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A ResNet's arrays from ``stages/<i>/<j>/...`` to ``stages/<i>/first/...`` (block 0) and
+    ``stages/<i>/blocks/...`` (blocks 1.., stacked)."""
+    out: dict[str, list] = {}
+    for name, a in unrolled.items():
+        m = re.match(r"^stages/(\d+)/(\d+)/(.*)$", name)
+        if m is None:
+            out[name] = [a]
+        elif m.group(2) == "0":
+            out[f"stages/{m.group(1)}/first/{m.group(3)}"] = [a]
+        else:
+            out.setdefault(f"stages/{m.group(1)}/blocks/{m.group(3)}", []).append(a)
+    return {
+        n: parts[0] if len(parts) == 1 and "/blocks/" not in n else np.stack(parts)
+        for n, parts in out.items()
+    }
+
+
+@pytest.mark.parametrize("remat", ["none"])
+def test_a_resnet_with_scanned_stages_trains_to_the_same_losses_and_batch_statistics(remat: str) -> None:
+    reference = resnet(False, "none")
+    expected = sgd_losses(
+        reference, nnx.to_pure_dict(nnx.state(reference, nnx.Param)), lambda m: class_loss(m, IMAGES)
+    )
+    model = resnet(True, remat)
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    converted = resnet_scanned(arrays(nnx.state(reference, nnx.Param)))
+    assert converted.keys() == arrays(nnx.state(model, nnx.Param)).keys()
+    params = jax.tree_util.tree_map_with_path(lambda p, _: jnp.asarray(converted[param_path(p)]), params)
+    assert arrays(nnx.state(model, nnx.Param))["stages/1/blocks/convs/0/kernel"].shape == (2, 3, 3, 8, 8)
+    got = sgd_losses(model, params, lambda m: class_loss(m, IMAGES))
+    np.testing.assert_allclose(got, expected, rtol=2e-5)
+    state = nnx.state(model, nnx.Param)
+    nnx.replace_by_pure_dict(state, params)
+    nnx.update(model, state)
+    reference(IMAGES), model(IMAGES)  # train mode: the running statistics move, in every layer
+    stats = arrays(nnx.state(reference, nnx.BatchStat))
+    scanned = arrays(nnx.state(model, nnx.BatchStat))
+    for name, value in resnet_scanned(stats).items():
+        np.testing.assert_allclose(scanned[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+    assert np.abs(scanned["stages/1/blocks/norms/0/mean"]).min() > 0

@@ -8,6 +8,10 @@ first halves the resolution; where a block changes the shape its shortcut is a s
 1x1 conv with batch norm (the paper's option B, as in torchvision and the Flax examples).
 ``conv_impl`` chooses how the convs run (``research/models/conv.py``: im2col on CPU, where
 ``lax.conv`` gradients are slow inside the engine's scanned steps); the parameters are the same.
+``scan_layers`` runs the identical blocks of each stage (all but its first, which changes the
+shape) as one stacked block under ``nnx.scan`` (research/models/stacking.py): a stage's
+parameters are then ``stages/<i>/first/...`` and ``stages/<i>/blocks/...`` (leading axis: the
+block) instead of ``stages/<i>/<j>/...``.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from research.errors import ConfigError
 from research.models.conv import CONV_IMPLS, conv_function, resolve
 from research.models.layers import activation as activation_fn
 from research.models.layers import choice, image_shape
-from research.models.stacking import apply_blocks, check_remat
+from research.models.stacking import apply_blocks, check_remat, make_blocks
 
 STEMS = ("cifar", "imagenet")
 # He initialisation over the output fan, as torchvision's ResNet.
@@ -135,6 +139,18 @@ class Bottleneck(ResidualBlock):
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
+class ScannedStage(nnx.Module):
+    """A stage's first block, then its identical others stacked and scanned (``scan_layers``)."""
+
+    def __init__(self, first: nnx.Module, make: Callable[[nnx.Rngs], nnx.Module], rest: int, rngs: nnx.Rngs):
+        self.first = first
+        self.blocks = make_blocks(make, rest, True, rngs) if rest else None
+
+    def __call__(self, x: jax.Array, remat: str) -> jax.Array:
+        x = apply_blocks(nnx.List([self.first]), x, scan=False, remat=remat)
+        return x if self.blocks is None else apply_blocks(self.blocks, x, scan=True, remat=remat)
+
+
 class ResNet(nnx.Module):
     """Stem, ``len(stage_sizes)`` stages of residual blocks, global average pool, linear head.
 
@@ -157,6 +173,7 @@ class ResNet(nnx.Module):
         zero_init_residual: bool,
         conv_impl: str = "auto",
         remat: str = "none",
+        scan_layers: bool = False,
         *,
         rngs: nnx.Rngs,
     ):
@@ -182,13 +199,15 @@ class ResNet(nnx.Module):
 
         kind, block_args = BLOCKS[block], (self.act, conv, norm, zero_init_residual)
         c_in, stages = stem_width, []
+        self.scan_layers = bool(scan_layers)
         for i, (size, width) in enumerate(zip(stage_sizes, widths, strict=True)):
-            blocks = []
-            for j in range(int(size)):
-                stride = 2 if (i > 0 and j == 0) else 1
-                blocks.append(kind(c_in, int(width), stride, *block_args, rngs=rngs))
-                c_in = int(width) * kind.expansion
-            stages.append(nnx.List(blocks))
+            first = kind(c_in, int(width), 2 if i > 0 else 1, *block_args, rngs=rngs)
+            c_in = int(width) * kind.expansion
+            make = partial(_same_shape_block, kind, c_in, int(width), block_args)
+            if self.scan_layers:
+                stages.append(ScannedStage(first, make, int(size) - 1, rngs))
+            else:
+                stages.append(nnx.List([first, *(make(rngs) for _ in range(int(size) - 1))]))
         self.stages = nnx.List(stages)
         self.head = nnx.Linear(c_in, int(num_outputs), rngs=rngs)
 
@@ -197,8 +216,16 @@ class ResNet(nnx.Module):
         if self.stem_kind == "imagenet":
             x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
         for stage in self.stages:
-            x = apply_blocks(stage, x, scan=False, remat=self.remat)
+            if self.scan_layers:
+                x = stage(x, self.remat)
+            else:
+                x = apply_blocks(stage, x, scan=False, remat=self.remat)
         return self.head(x.mean(axis=(1, 2)))
+
+
+def _same_shape_block(kind: type, c: int, width: int, block_args: tuple, rngs: nnx.Rngs) -> nnx.Module:
+    """A stage's block after its first: stride 1, as many channels in as out, no shortcut conv."""
+    return kind(c, width, 1, *block_args, rngs=rngs)
 
 
 def _last_scale(zero: bool) -> nnx.Initializer:
