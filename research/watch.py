@@ -44,7 +44,11 @@ class HealthState(NamedTuple):
 
 @contextlib.contextmanager
 def measuring(measure: bool) -> Iterator[None]:
-    """Within (at trace time): the watched optimizers compute their norms, or keep the last ones."""
+    """Within (at trace time): the watched optimizers compute their norms, or keep the last ones.
+
+    Read when ``update`` is traced: a task that wrapped its own update in ``jax.jit`` would reuse
+    one trace for both kinds of step (none does; their steps are traced whole by the engine).
+    """
     token = _MEASURING.set(measure)
     try:
         yield
