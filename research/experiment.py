@@ -178,6 +178,7 @@ def _make_task(cfg: DictConfig, dataset: Any, steps: int, fed: Any = None) -> An
     kwargs: dict[str, Any] = {"total_steps": steps, "dataset": dataset}
     # research/watch.py; a run saved before trainer.health existed has none in its checkpoints
     health = bool(cfg.trainer.get("health", False))
+    blame = health and bool(cfg.trainer.get("blame_nonfinite", False))
     adapters = (cfg.get("optimizer") or {}).get("lora")
     if adapters is not None and not cfg.get("model"):
         raise ConfigError("optimizer.lora adapts a model and this task has none: set optimizer.lora=null")
@@ -185,14 +186,14 @@ def _make_task(cfg: DictConfig, dataset: Any, steps: int, fed: Any = None) -> An
         model = instantiate(cfg.model, _partial_=True, _convert_="all")
         kwargs["model"] = policy.model_factory(lora.adapting(model, _plain(adapters) if adapters else None))
     if cfg.get("optimizer"):
-        kwargs["make_optimizer"] = replicas.optimizer(OptimizerFactory(_plain(cfg.optimizer), health))
+        kwargs["make_optimizer"] = replicas.optimizer(OptimizerFactory(_plain(cfg.optimizer), health, blame))
         if fed is not None:
             kwargs["make_optimizer"] = federated.client_optimizer(kwargs["make_optimizer"], fed)
     if models is not None:
         kwargs["models"] = {n: instantiate(m, _partial_=True, _convert_="all") for n, m in models.items()}
     if optimizers is not None:
         kwargs["optimizers"] = {
-            n: replicas.optimizer(OptimizerFactory(o, health)) for n, o in optimizers.items()
+            n: replicas.optimizer(OptimizerFactory(o, health, blame)) for n, o in optimizers.items()
         }
     if cfg.get("env"):
         from research.envs import make as make_env

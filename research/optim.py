@@ -107,13 +107,14 @@ def multistep_schedule(
 
 
 def make_optimizer(
-    cfg: Mapping[str, Any], total_updates: int, health: bool = False
+    cfg: Mapping[str, Any], total_updates: int, health: bool = False, blame: bool = False
 ) -> optax.GradientTransformation:
     """The optax transformation that ``cfg`` describes, for a run of ``total_updates`` calls to update.
 
     With ``accumulate_steps=k`` only every k-th call changes the parameters, so the
     schedule spans ``total_updates // k`` real updates. ``health``: keep the
-    training-health signals (research/watch.py), measured on the steps the engine logs.
+    training-health signals (research/watch.py), measured on the steps the engine logs;
+    ``blame``: check every update's gradients, to name where non-finite values began.
     """
     cfg = _plain(cfg)
     if "_target_" not in cfg:
@@ -138,7 +139,7 @@ def make_optimizer(
     if average is not None:  # inside the accumulation: one average per real update
         tx = optax.chain(tx, average)
     if health:
-        tx = watch.watched(tx)
+        tx = watch.watched(tx, blame)
     if accumulate > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=accumulate).gradient_transformation()
     return tx
@@ -227,16 +228,16 @@ def _group_config(cfg: dict[str, Any], name: str, group: dict[str, Any]) -> dict
 
 class OptimizerFactory:
     """``make_optimizer(cfg, total_updates)`` bound to its config and whether it keeps the health
-    signals (``trainer.health``); tasks read ``freeze`` from it."""
+    signals (``trainer.health``, ``trainer.blame_nonfinite``); tasks read ``freeze`` from it."""
 
-    def __init__(self, cfg: Mapping[str, Any], health: bool = False):
+    def __init__(self, cfg: Mapping[str, Any], health: bool = False, blame: bool = False):
         self.cfg = _plain(cfg)
         self.freeze = frozen(self.cfg)
         prune.check(self.cfg.get("prune"))
-        self.health = health
+        self.health, self.blame = health, blame
 
     def __call__(self, total_updates: int) -> optax.GradientTransformation:
-        return make_optimizer(self.cfg, total_updates, self.health)
+        return make_optimizer(self.cfg, total_updates, self.health, self.blame)
 
 
 def frozen(cfg: Mapping[str, Any]) -> list[str]:

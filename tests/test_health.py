@@ -107,7 +107,7 @@ def test_the_last_step_of_a_call_measures_and_the_others_carry_no_branch(seeds: 
 
 
 def test_the_first_non_finite_gradient_names_its_group_and_update() -> None:
-    tx = make_optimizer(CFG, 8, health=True)
+    tx = make_optimizer(CFG, 8, health=True, blame=True)
     params, state = _params(), None
     state = tx.init(params)
     update = jax.jit(tx.update)
@@ -124,6 +124,18 @@ def test_the_first_non_finite_gradient_names_its_group_and_update() -> None:
     assert said == "; the gradient of head first went non-finite at update 3"
     _, state = update(_grads(9), state, params)  # finite again: the record is cleared
     assert blame(_Task(), {"params": params, "opt_state": state}) == ""
+
+
+def test_without_the_per_update_check_a_nan_says_how_to_name_its_group() -> None:
+    tx = make_optimizer(CFG, 8, health=True)  # trainer.blame_nonfinite=false, the default
+    params = _params()
+    state = tx.init(params)
+    nan = jax.tree.map(lambda g: g * jnp.nan, _grads(0))
+    _, state = jax.jit(tx.update)(nan, state, params)
+    assert int(watch.find(state).bad_update) == 0  # nothing checked, nothing recorded
+    said = blame(_Task(), {"params": params, "opt_state": state}, checked=False)
+    assert said == "; trainer.blame_nonfinite=true names the layer group whose gradient went non-finite first"
+    assert blame(_Task(), {"params": params}, checked=False) == ""  # no signals kept: nothing to say
 
 
 @pytest.mark.slow

@@ -107,8 +107,14 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(run_dir: Path) -> None:
     args = ("+experiment=digits_mlp", "optimizer/schedule=constant", "trainer.eval_every=20", *TINY)
     run_train(*args, "trainer.max_steps=40", f"hydra.run.dir={run_dir}")
     good = final_state(run_dir)
+    # Resumed from the good checkpoint with every update checked (trainer.blame_nonfinite).
     proc = run_train(
-        *args, "trainer.max_steps=80", "optimizer.learning_rate=1e30", f"hydra.run.dir={run_dir}", check=False
+        *args,
+        "trainer.max_steps=80",
+        "optimizer.learning_rate=1e30",
+        "trainer.blame_nonfinite=true",
+        f"hydra.run.dir={run_dir}",
+        check=False,
     )
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]

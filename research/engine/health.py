@@ -75,9 +75,14 @@ def _total(norms: dict[str, np.ndarray]) -> np.ndarray:
     return np.sqrt(sum(np.square(v) for v in norms.values()))
 
 
-def blame(task: Task, state: Any) -> str:
+def blame(task: Task, state: Any, checked: bool = True) -> str:
     """Where the non-finite gradients began: '; the gradient of <groups> (<model>) first went
-    non-finite at update N', or '' when the state knows of none (or holds no signals)."""
+    non-finite at update N', or '' when the state knows of none (or holds no signals); when the
+    updates were not ``checked`` (trainer.blame_nonfinite), how to find out."""
+    if not checked:
+        if not _found(task, state):
+            return ""
+        return "; trainer.blame_nonfinite=true names the layer group whose gradient went non-finite first"
     parts = []
     for model, health in _found(task, state):
         health = jax.device_get(health)

@@ -258,8 +258,9 @@ class Loop:
         calls = self.in_flight.read()
         compiled = run.programs.trace_s + run.programs.compile_s - self.compiled_before
         self.train_s += time.perf_counter() - self.started - compiled
+        said = lambda: blame(run.task, state, run.cfg.blame_nonfinite)  # noqa: E731 - read only on a stop
         for step, n, metrics in calls:
-            check_finite(metrics, run.task.finite, step, run.ckpt, lambda: blame(run.task, state))
+            check_finite(metrics, run.task.finite, step, run.ckpt, said)
             self.train_steps += n
             self.window.add(metrics, n)
 

@@ -150,6 +150,11 @@ class TrainerConfig:
     plots_every_s: float = dataclasses.field(default=30.0, metadata=_check(lambda v: v >= 0, "a number >= 0"))
     # Gradient, parameter and update norms per layer group at the log interval (research/watch.py).
     health: bool = True
+    # Also check every step's gradients per layer group, so that a stop on a NaN loss names the
+    # group whose gradient went non-finite first (one extra pass over the gradients a step:
+    # +10-25% step time on small dense models, docs/benchmarks.md; without it the stop names the
+    # step and says to rerun from the last checkpoint with this on).
+    blame_nonfinite: bool = False
     # With optimizer.ema: the weights that validation, the best checkpoint and the reading commands
     # use; the final evaluation reports the other under <split>_<raw|ema>/.
     eval_weights: str = dataclasses.field(
