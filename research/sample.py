@@ -55,7 +55,7 @@ def sample(options: dict[str, Any]) -> str:
     from flax import nnx
 
     from research.data.text import from_info
-    from research.engine.api import LanguageModel
+    from research.engine.api import LanguageModel, Translator
     from research.experiment import open_saved
     from research.models.sampling import generate
 
@@ -63,7 +63,7 @@ def sample(options: dict[str, Any]) -> str:
         options["run"], checkpoint=options["checkpoint"], replica=0
     )  # several seeds: the first
     task, state = opened.built.task, opened.state
-    if hasattr(task, "translate_texts"):  # an encoder-decoder (research/tasks/translation.py)
+    if isinstance(task, Translator):  # an encoder-decoder (research/tasks/translation.py)
         return task.translate_texts(state, [options["prompt"]])[0]
     if not isinstance(task, LanguageModel):
         raise ConfigError(

@@ -148,3 +148,10 @@ class LanguageModel(Protocol):
 
     vocab_size: int
     eval_graphdef: Any
+
+
+@runtime_checkable
+class Translator(Protocol):
+    """An encoder-decoder: texts in, its decoded texts out (``research.sample`` prints them)."""
+
+    def translate_texts(self, state: State, texts: list[str]) -> list[str]: ...
