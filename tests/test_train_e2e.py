@@ -156,6 +156,8 @@ def test_every_experiment_runs_tiny(name: str, tmp_path: Path, tiny_runs: Callab
     assert summary["steps"] == 8
     # Every task's optimizer keeps the health signals (research/watch.py): a GAN's per model.
     assert any(k.startswith("train/") and k.endswith("/grad_norm") for k in summary), sorted(summary)
+    # Every run reports its model FLOPs utilisation (engine/flops.py): 0 for a step without matmuls.
+    assert (summary["train/mfu"] > 0) == (summary["train/flops_per_step"] > 0), summary
     config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
     assert config["name"] == name
 

@@ -182,8 +182,8 @@ class Throughput:
         if self.examples_per_step:
             out["train/examples_per_s"] = steps_per_s * self.examples_per_step
         flops = self._step_flops()
-        if flops is not None and flops.total > 0:
+        if flops is not None:  # a step without matmuls (an embedding lookup model) has an MFU of 0
             out["train/flops_per_step"] = flops.total
             out["train/tflops_per_s"] = steps_per_s * flops.total / 1e12
-            out["train/mfu"] = steps_per_s * flops.seconds_at_peak(self.peak)
+            out["train/mfu"] = steps_per_s * flops.seconds_at_peak(self.peak) if flops.total else 0.0
         return out
