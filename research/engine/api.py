@@ -155,3 +155,16 @@ class Translator(Protocol):
     """An encoder-decoder: texts in, its decoded texts out (``research.sample`` prints them)."""
 
     def translate_texts(self, state: State, texts: list[str]) -> list[str]: ...
+
+
+class Paradigm(Protocol):
+    """A way of training that does not fit the loop's one feed and replica layout (big_vision's
+    rule: it gets hooks, not branches in the loop). ``engine/federated.py``'s ``Rounds``: a step is
+    a round, the feed draws each client's batches from its own partition, the clients' states are
+    laid out over the data axis."""
+
+    examples_per_step: int  # for train/examples_per_s
+
+    def feed(self, dataset: Any, mesh: Any) -> Any: ...
+
+    def shardings(self, mesh: Any, abstract: dict, rules: Any) -> dict: ...

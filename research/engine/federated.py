@@ -261,7 +261,7 @@ class FederatedTask:
         return {**own, "clients": clients}
 
 
-class Rounds:
+class Rounds:  # an engine.api.Paradigm
     """The loop's hooks for federated training: a feed of rounds, and where the clients live."""
 
     def __init__(self, task: FederatedTask):

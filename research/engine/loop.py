@@ -19,7 +19,7 @@ import numpy as np
 
 from research.data.base import Dataset
 from research.engine import feed as feeds
-from research.engine.api import Evaluator, Task
+from research.engine.api import Evaluator, Paradigm, Task
 from research.engine.checkpoint import Checkpointer
 from research.engine.cross_validation import FoldEvaluation, FoldPlan
 from research.engine.dispatch import IndicesAhead, InFlight, queue_limit
@@ -59,7 +59,7 @@ class Run:
         replicas: Replicas,
         evaluators: dict[str, Evaluator],
         folds: FoldPlan | None = None,
-        paradigm: Any = None,
+        paradigm: Paradigm | None = None,
     ):
         enable_compile_cache(cfg.compile_cache)
         self.task, self.dataset, self.cfg, self.run_dir, self.replicas = task, dataset, cfg, run_dir, replicas
@@ -149,7 +149,7 @@ def fit(
     evaluators: dict[str, Evaluator] | None = None,
     on_eval: Any = None,
     folds: FoldPlan | None = None,
-    paradigm: Any = None,
+    paradigm: Paradigm | None = None,
 ) -> dict:
     """Train ``task`` for ``steps`` (or to an early stop), evaluate its best state on test; the summary.
 
