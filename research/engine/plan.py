@@ -15,7 +15,7 @@ is written. Per device it reads:
 
 The estimated peak is their sum, or the init program's transient (the state it creates) over
 the data, when that is larger: no state exists before init. ``bench/plan_vs_measured.py``
-compares it with a real run's measured peak (docs/benchmarks.md, "Memory known before the run":
+compares it with a real run's measured peak (docs/benchmarks.md, "The dry run's memory estimate":
 on the CPU within 7% for the MLP and the im2col CNN, 20-24% under for the ViT and the char
 Transformer, whose missing tens of MB are not yet explained). One thing XLA:CPU leaves out of
 ``memory_analysis``: the working memory of its convolution kernels (Eigen's), so when a CPU
