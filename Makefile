@@ -1,8 +1,10 @@
 # Two commands do all the set-up on a fresh machine:
 #   make train    creates .venv, installs the project (CPU JAX), trains the default experiment
-#   make test     same environment, runs the whole test suite
-# gymnax (the rl extra) caps jax < 0.12, so .venv has jax 0.11. `make test-newest` runs the suite in
-# .venv-newest, without the rl extra, on the newest jax pip resolves (0.12.x); tests needing gymnax skip.
+#   make test     same environment, runs the test suite but the tests marked slow (~20 min on 2 cores)
+# `make test-slow` runs those (full-length resumes, acceptance runs, the model zoo; CI runs both).
+# gymnax (the rl extra) caps jax < 0.12, so .venv has jax 0.11. `make test-newest` runs `make test`'s
+# suite in .venv-newest, without the rl extra, on the newest jax pip resolves (0.12.x); tests needing
+# gymnax skip.
 # JAX=cuda or JAX=tpu installs that JAX build instead; ARGS passes overrides to training.
 # jax >= 0.11 and flax >= 0.12.9 need Python >= 3.12: the first such interpreter on PATH, else pyenv's.
 PYTHON ?= $(firstword $(foreach p,python3.12 python3.13 python3 $(wildcard $(HOME)/.pyenv/versions/3.1[23]*/bin/python3),\
@@ -17,7 +19,7 @@ NEWEST_STAMP := $(NEWEST)/.installed-$(JAX)
 ARGS ?=
 export JAX_PLATFORMS ?= $(if $(filter cpu,$(JAX)),cpu,)
 
-.PHONY: install install-newest train test test-newest test-fast lint bench clean
+.PHONY: install install-newest train test test-slow test-newest lint bench clean
 
 install: $(STAMP)
 
@@ -41,13 +43,13 @@ train: install
 	$(BIN)/python -m research.train $(ARGS)
 
 test: install
-	$(BIN)/python -m pytest -q -n 2 -rs --durations=15
+	$(BIN)/python -m pytest -q -n 2 -rs --durations=15 -m "not slow"
+
+test-slow: install
+	$(BIN)/python -m pytest -q -n 2 -rs --durations=15 -m slow
 
 test-newest: install-newest
-	$(NEWEST)/bin/python -m pytest -q -n 2 -rs --durations=15
-
-test-fast: install
-	$(BIN)/python -m pytest -q -n 2 -m "not slow and not slurm"
+	$(NEWEST)/bin/python -m pytest -q -n 2 -rs --durations=15 -m "not slow"
 
 lint: install
 	$(BIN)/ruff check research tests bench
