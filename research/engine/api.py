@@ -163,7 +163,7 @@ class Paradigm(Protocol):
     a round, the feed draws each client's batches from its own partition, the clients' states are
     laid out over the data axis."""
 
-    examples_per_step: int  # for train/examples_per_s
+    examples_per_step: int | None  # for train/examples_per_s (None: a run without data)
 
     def feed(self, dataset: Any, mesh: Any) -> Any: ...
 

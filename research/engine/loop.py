@@ -18,7 +18,6 @@ import jax
 import numpy as np
 
 from research.data.base import Dataset
-from research.engine import feed as feeds
 from research.engine.api import Evaluator, Paradigm, Task
 from research.engine.checkpoint import Checkpointer
 from research.engine.cross_validation import FoldEvaluation, FoldPlan
@@ -27,6 +26,7 @@ from research.engine.early_stopping import BestTracker
 from research.engine.evaluation import VAL, Evaluation
 from research.engine.flops import Peak, Throughput
 from research.engine.health import blame, signals
+from research.engine.layout import ReplicaLayout
 from research.engine.preemption import PreemptionFlag, leave_preempted
 from research.engine.profiler import ProfileWindow
 from research.engine.progress import make_progress
@@ -35,7 +35,7 @@ from research.engine.replicas import Replicas
 from research.engine.run_dir import set_aside_previous
 from research.engine.save_policy import SavePolicy
 from research.engine.settings import CheckpointConfig, TrainerConfig
-from research.engine.sharding import make_mesh, state_shardings
+from research.engine.sharding import make_mesh
 from research.engine.start import start_state
 from research.engine.steps import Programs, enable_compile_cache
 from research.engine.writers import Writers
@@ -65,11 +65,10 @@ class Run:
         self.task, self.dataset, self.cfg, self.run_dir, self.replicas = task, dataset, cfg, run_dir, replicas
         self.folds = folds
         self.mesh = make_mesh(mesh_sizes)
-        subsets = folds.train if folds else None
-        if paradigm is not None:  # it feeds and lays out its state its own way (federated.Rounds)
-            self.feed = paradigm.feed(dataset, self.mesh)
-        else:
-            self.feed = feeds.make_feed(dataset, seed, replicas.num_seeds, self.mesh, subsets)
+        # How the run feeds and lays out its state: a paradigm's own way (federated.Rounds), or
+        # the replica axis of seeds, a learning-rate grid or folds.
+        layout = paradigm if paradigm is not None else ReplicaLayout(dataset, seed, replicas, folds)
+        self.feed = layout.feed(dataset, self.mesh)
         self.steps = steps
         self.eval_every = cfg.eval_every or self.feed.steps_per_epoch or self.steps
         self.save_policy = SavePolicy(cfg.checkpoint)
@@ -81,11 +80,7 @@ class Run:
         self.init_rng = replicas.rngs(seed)
         self.example = self.feed.example()
         self.abstract = abstract = replicas.abstract_state(task.init, seed, self.example)
-        shardings = state_shardings(
-            self.mesh, abstract, mesh_sizes.get("rules"), leading_axes=int(replicas.vmapped)
-        )
-        if paradigm is not None:
-            shardings = paradigm.shardings(self.mesh, abstract, mesh_sizes.get("rules"))
+        shardings = layout.shardings(self.mesh, abstract, mesh_sizes.get("rules"))
         self.target = jax.tree.map(
             lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
         )
@@ -111,10 +106,8 @@ class Run:
             set_aside_previous(run_dir)
         self.ckpt = _checkpointer(cfg.checkpoint, run_dir, self.metric, self.mode)
         self.queue_limit = queue_limit(self.mesh, self.per_call)
-        examples = dataset.batch_size * replicas.count if dataset is not None else None
-        examples = paradigm.examples_per_step if paradigm is not None else examples
         peak = Peak(cfg.peak_tflops, self.mesh.devices.flat[0], self.mesh.size)
-        self.throughput = Throughput(examples, peak, lambda: self.programs.step_flops)
+        self.throughput = Throughput(layout.examples_per_step, peak, lambda: self.programs.step_flops)
 
     def call_len(self, step: int) -> int:
         """Steps in the call starting at ``step``: it ends on the next log/eval/save boundary."""
