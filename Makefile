@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
 #   make train    creates .venv, installs the project (CPU JAX), trains the default experiment
-#   make test     same environment, runs the test suite but the tests marked slow (~20 min on 2 cores)
+#   make test     same environment, runs the test suite but the tests marked slow (~15 min on 2 cores)
 # `make test-slow` runs those (full-length resumes, acceptance runs, the model zoo; CI runs both).
 # gymnax (the rl extra) caps jax < 0.12, so .venv has jax 0.11. `make test-newest` runs `make test`'s
 # suite in .venv-newest, without the rl extra, on the newest jax pip resolves (0.12.x); tests needing
