@@ -13,20 +13,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import timed_recipe  # bench/ is on sys.path when run as a script
+
+ROOT = timed_recipe.ROOT
 RECIPE = "spoken_digits_ctc"
-
-
-def children_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def synthesise(data_dir: str, overrides: list[str]) -> dict:
@@ -35,18 +31,10 @@ def synthesise(data_dir: str, overrides: list[str]) -> dict:
         "import sys; from hydra.utils import instantiate; from research.config import compose_train\n"
         f"instantiate(compose_train(['+experiment={RECIPE}', *sys.argv[1:]]).data, _convert_='all')\n"
     )
-    start, cpu = time.perf_counter(), children_cpu_s()
+    start, cpu = time.perf_counter(), timed_recipe.children_cpu_s()
     env = {**os.environ, "TFDS_DATA_DIR": data_dir}
     subprocess.run([sys.executable, "-c", code, *overrides], check=True, env=env, cwd=ROOT)
-    return {"synth_wall_s": time.perf_counter() - start, "synth_cpu_s": children_cpu_s() - cpu}
-
-
-def train(run_dir: Path, data_dir: str, overrides: list[str]) -> dict:
-    start, cpu = time.perf_counter(), children_cpu_s()
-    cmd = [sys.executable, "-m", "research.train", f"+experiment={RECIPE}", "logger=none",
-           "trainer.progress=false", f"hydra.run.dir={run_dir}", *overrides]  # fmt: skip
-    subprocess.run(cmd, check=True, env={**os.environ, "TFDS_DATA_DIR": data_dir}, cwd=ROOT)
-    return {"process_wall_s": time.perf_counter() - start, "process_cpu_s": children_cpu_s() - cpu}
+    return {"synth_wall_s": time.perf_counter() - start, "synth_cpu_s": timed_recipe.children_cpu_s() - cpu}
 
 
 def report(run_dir: Path, timings: dict) -> None:
@@ -70,7 +58,7 @@ def main() -> None:
     data_dir = tempfile.mkdtemp(prefix="speech_ctc_data_")
     timings = synthesise(data_dir, args.overrides)
     run_dir = ROOT / "runs" / "bench" / f"speech_ctc_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
-    timings |= train(run_dir, data_dir, args.overrides)
+    timings |= timed_recipe.train(RECIPE, run_dir, data_dir, args.overrides)
     report(run_dir, timings)
     print(f"run: {run_dir}; load average now {os.getloadavg()[0]:.1f}")
 

@@ -13,30 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import timed_recipe  # bench/ is on sys.path when run as a script
+
+ROOT = timed_recipe.ROOT
 RECIPE = "number_words_transformer"
 DECODED = ("greedy_exact_match", "beam_exact_match", "greedy_bleu", "beam_bleu")
-
-
-def children_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def train(run_dir: Path, data_dir: str, overrides: list[str]) -> dict:
-    start, cpu = time.perf_counter(), children_cpu_s()
-    cmd = [sys.executable, "-m", "research.train", f"+experiment={RECIPE}", "logger=none",
-           "trainer.progress=false", f"hydra.run.dir={run_dir}", *overrides]  # fmt: skip
-    subprocess.run(cmd, check=True, env={**os.environ, "TFDS_DATA_DIR": data_dir}, cwd=ROOT)
-    return {"process_wall_s": time.perf_counter() - start, "process_cpu_s": children_cpu_s() - cpu}
 
 
 def report(run_dir: Path, timings: dict) -> None:
@@ -64,7 +49,7 @@ def main() -> None:
         return
     run_dir = ROOT / "runs" / "bench" / f"number_words_{time.strftime('%Y%m%d_%H%M%S')}"
     with tempfile.TemporaryDirectory(prefix="number_words_data_") as data_dir:
-        report(run_dir, train(run_dir, data_dir, overrides))
+        report(run_dir, timed_recipe.train(RECIPE, run_dir, data_dir, overrides))
 
 
 if __name__ == "__main__":
