@@ -65,7 +65,8 @@ def _few_number_words(tmp_path: Path) -> list[str]:
 
 
 # Recipes whose data is neither bundled nor TFDS: the overrides that give them a small local stand-in.
-LOCAL_DATA = {"shakespeare_char_transformer": _local_corpus, "number_words_transformer": _few_number_words}
+LOCAL_DATA = {"shakespeare_char_transformer": _local_corpus, "number_words_transformer": _few_number_words,
+              "number_words_lstm": _few_number_words}  # fmt: skip
 
 # Model families whose recipe sizes take a minute to compile on 2 cores: the same recipe, one
 # small block (the smoke test checks the recipe runs end to end, not what it reaches).
@@ -74,7 +75,9 @@ TINY_MODEL = {"vit": ATTENTION, "transformer_classifier": ATTENTION, "transforme
               "unet": ["model.channels=[4,8]"],
               "speech_ctc": ["model.channels=[4]", "model.hidden_size=8", "model.num_layers=1"],
               "seq2seq_transformer": ["model.encoder_depth=1", "model.decoder_depth=1", "model.dim=16",
-                                      "model.num_heads=2", "model.mlp_dim=32"]}  # fmt: skip
+                                      "model.num_heads=2", "model.mlp_dim=32"],
+              "seq2seq_lstm": ["model.embed_dim=8", "model.encoder_hidden=8", "model.hidden_size=16",
+                               "model.attention_dim=8"]}  # fmt: skip
 
 
 # 50 labels per class

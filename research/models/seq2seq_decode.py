@@ -11,12 +11,15 @@ is recomputed over the buffer at every step and the encoder runs once: at these 
 is extended only by ``<pad>`` at no cost, so it competes with the unfinished ones as it is.
 The winner maximises score / ((5 + length) / 6) ** ``length_penalty`` (GNMT, Wu et al.
 2016; 0: the plain log-probability). With ``beam=1`` it is greedy decoding, token for token.
+
+``translate`` drives any ``EncoderDecoder``: the Transformer (``seq2seq.py``) and the LSTM with
+attention (``seq2seq_lstm.py``) each encode once and precompute what every step reuses.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +27,21 @@ import jax.numpy as jnp
 # logits_fn(tokens (N, steps) int) -> (N, steps, vocab) logits of the next token at each position
 LogitsFn = Callable[[jax.Array], jax.Array]
 GNMT_BASE = 5.0  # the length penalty's offset: ((5 + length) / 6) ** alpha
+
+
+class EncoderDecoder(Protocol):
+    """What ``translate`` calls. ``memory`` is any pytree of (B, ...) arrays; the cache is
+    whatever the model reuses at every step (cross-attention keys and values, a first state)."""
+
+    def encode(self, source: jax.Array) -> tuple[Any, jax.Array]:
+        """(memory, source mask (B, S): 1 on real tokens)."""
+        ...
+
+    def memory_keys_values(self, memory: Any) -> Any: ...
+
+    def decode_cached(self, cache: Any, source_mask: jax.Array, target_in: jax.Array) -> jax.Array:
+        """(B, T, vocab) logits of each next token from ``target_in`` (B, T), causally."""
+        ...
 
 
 def start(count: int, steps: int, bos_id: int, pad_id: int) -> jax.Array:
@@ -95,7 +113,7 @@ def sequence_log_prob(logits_fn: LogitsFn, tokens: jax.Array, bos_id: int, pad_i
 
 
 def translate(
-    model: Any,
+    model: EncoderDecoder,
     source: jax.Array,
     steps: int,
     beam: int,
@@ -104,11 +122,11 @@ def translate(
     eos_id: int,
     pad_id: int,
 ) -> jax.Array:
-    """(B, steps) output tokens of an encoder-decoder (``Seq2SeqTransformer``): greedy for
-    ``beam`` 1, else the beam search's best."""
+    """(B, steps) output tokens of an encoder-decoder: greedy for ``beam`` 1, else the beam
+    search's best."""
     memory, mask = model.encode(source)
-    if beam > 1:
-        memory, mask = jnp.repeat(memory, beam, axis=0), jnp.repeat(mask, beam, axis=0)
+    if beam > 1:  # each example's rows beam-major, as beam_search reads them
+        memory, mask = jax.tree.map(lambda a: jnp.repeat(a, beam, axis=0), (memory, mask))
     kvs = model.memory_keys_values(memory)
 
     def logits_fn(tokens: jax.Array) -> jax.Array:
