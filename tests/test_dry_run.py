@@ -127,7 +127,7 @@ def test_lax_convolutions_on_the_cpu_are_named_as_not_counted() -> None:
     import jax
     import jax.numpy as jnp
 
-    from research.engine import plan
+    from research.engine import cpu_kernels, plan
 
     def convs(x: jax.Array, k: jax.Array) -> jax.Array:
         dims = ("NHWC", "HWIO", "NHWC")
@@ -135,8 +135,8 @@ def test_lax_convolutions_on_the_cpu_are_named_as_not_counted() -> None:
         return jax.lax.conv_general_dilated(y, k, (1, 1), "SAME", dimension_numbers=dims)
 
     compiled = jax.jit(convs).lower(jnp.ones((2, 6, 6, 3)), jnp.ones((3, 3, 3, 3))).compile()
-    assert plan._convolutions(compiled) == 2
-    assert plan._convolutions(jax.jit(lambda a: a @ a).lower(jnp.ones((4, 4))).compile()) == 0
+    assert cpu_kernels.convolutions(compiled) == 2
+    assert cpu_kernels.convolutions(jax.jit(lambda a: a @ a).lower(jnp.ones((4, 4))).compile()) == 0
     fields = {f.name: 0 for f in dataclasses.fields(plan.Plan)}
     base = plan.Plan(**{**fields, "device_kind": "cpu", "mesh": {"data": 1}, "transient_program": "train"})
     assert "not counted" not in plan.report(base, "x", None, "")
@@ -144,3 +144,26 @@ def test_lax_convolutions_on_the_cpu_are_named_as_not_counted() -> None:
     (note,) = [line for line in lines if "not counted" in line]
     assert "XLA:CPU's 2 convolution kernels" in note
     assert lines.index(note) == [i for i, line in enumerate(lines) if "estimated peak" in line][0] + 1
+
+
+def test_ynnpack_fusions_working_memory_is_counted_from_the_hlo() -> None:
+    """XLA:CPU runs a dot-gelu-dot chain as one YNNPACK fusion whose intermediates XLA's
+    ``memory_analysis`` does not see; the plan counts the matmul results it materialises (and a
+    reduction's operand), without the fusion's own result."""
+    import jax
+    import jax.numpy as jnp
+
+    from research.engine import cpu_kernels
+
+    rows, width, hidden = 512, 16, 64
+    x, w1, w2 = jnp.ones((rows, width)), jnp.ones((width, hidden)), jnp.ones((hidden, width))
+
+    def mlp(x: jax.Array, w1: jax.Array, w2: jax.Array) -> jax.Array:
+        return jnp.sum(jax.nn.gelu(x @ w1) @ w2)
+
+    compiled = jax.jit(mlp).lower(x, w1, w2).compile()
+    assert cpu_kernels.YNN_FUSION in compiled.as_text()  # jax 0.11 and 0.12 both fuse it so
+    assert compiled.memory_analysis().temp_size_in_bytes == 0  # what XLA alone reports
+    assert cpu_kernels.library_working_bytes(compiled) == 4 * rows * (hidden + width)
+    elementwise = jax.jit(lambda a: a * 2.0 + 1.0).lower(x).compile()
+    assert cpu_kernels.library_working_bytes(elementwise) == 0

@@ -309,7 +309,7 @@ def resnet_scanned(unrolled: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     }
 
 
-@pytest.mark.parametrize("remat", ["none"])
+@pytest.mark.parametrize("remat", ["none", pytest.param("full", marks=pytest.mark.slow)])
 def test_a_resnet_with_scanned_stages_trains_to_the_same_losses_and_batch_statistics(remat: str) -> None:
     reference = resnet(False, "none")
     expected = sgd_losses(

@@ -11,26 +11,26 @@ is written. Per device it reads:
 - a copy of the state, when evaluators run during training (the loop keeps the best state
   on device until it is saved);
 - the largest transient of any program, from XLA's ``memory_analysis``: its peak less its
-  arguments (activations, gradients, temporaries and outputs not written in place).
+  arguments (activations, gradients, temporaries and outputs not written in place), plus on a
+  CPU what its library kernels allocate beside it (``cpu_kernels``: YNNPACK's fusions).
 
 The estimated peak is their sum, or the init program's transient (the state it creates) over
 the data, when that is larger: no state exists before init. ``bench/plan_vs_measured.py``
-compares it with a real run's measured peak (docs/benchmarks.md, "The dry run's memory estimate":
-on the CPU within 7% for the MLP and the im2col CNN, 20-24% under for the ViT and the char
-Transformer, whose missing tens of MB are not yet explained). One thing XLA:CPU leaves out of
-``memory_analysis``: the working memory of its convolution kernels (Eigen's), so when a CPU
-program holds ``convolution`` ops (``model.conv_impl=xla``) the report says so and how many.
+compares it with a real run's measured peak (docs/benchmarks.md, "The dry run's memory
+estimate"). One thing is not counted: the working memory of XLA:CPU's convolution kernels
+(Eigen's), so when a CPU program holds ``convolution`` ops (``model.conv_impl=xla``) the report
+says so and how many.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Any
 
 import jax
 import numpy as np
 
+from research.engine.cpu_kernels import convolutions, library_working_bytes
 from research.engine.flops import xla_flops
 from research.engine.sharding import batch_sharding
 from research.errors import ConfigError
@@ -77,9 +77,10 @@ def plan_run(run: Any) -> Plan:
     run.compile_ahead(resumed=False, step=0)
     compiled = run.programs.compiled_programs()
     state = _state_bytes(run.target, run.task.trainable)
+    on_cpu = run.mesh.devices.flat[0].platform == "cpu"
     transient, where, init = 0, "", 0
     for kind, program in compiled:
-        t = _transient(program)
+        t = _transient(program) + (library_working_bytes(program) if on_cpu else 0)
         if kind == "init":
             init = max(init, t)
         elif t > transient:
@@ -87,7 +88,6 @@ def plan_run(run: Any) -> Plan:
     train = [p for kind, p in compiled if kind == "train"]
     xla = xla_flops(train[0]) if train else None  # a loop's body counted once: one step
     evaluating = bool(getattr(run.evaluation, "evaluators", None))
-    on_cpu = run.mesh.devices.flat[0].platform == "cpu"
     mesh = dict(run.mesh.shape)
     return Plan(
         devices=run.mesh.size,
@@ -107,13 +107,8 @@ def plan_run(run: Any) -> Plan:
         programs=len(compiled),
         trace_s=run.programs.trace_s,
         compile_s=run.programs.compile_s,
-        cpu_convolutions=max((_convolutions(p) for _, p in compiled), default=0) if on_cpu else 0,
+        cpu_convolutions=max((convolutions(p) for _, p in compiled), default=0) if on_cpu else 0,
     )
-
-
-def _convolutions(compiled: Any) -> int:
-    """How many ``convolution`` ops the compiled program's HLO holds."""
-    return len(re.findall(r"= \S+ convolution\(", compiled.as_text() or ""))
 
 
 def _peak(run: Any) -> float:
