@@ -332,3 +332,19 @@ def test_a_resnet_with_scanned_stages_trains_to_the_same_losses_and_batch_statis
     for name, value in resnet_scanned(stats).items():
         np.testing.assert_allclose(scanned[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
     assert np.abs(scanned["stages/1/blocks/norms/0/mean"]).min() > 0
+
+
+def test_resnet_checkpoints_convert_between_layouts_and_name_the_setting() -> None:
+    """A ResNet saved with its stages unrolled loads scanned through ``to_layout`` (and back), and
+    read in the other layout without conversion it is refused naming ``model.scan_layers``."""
+    unrolled = {**arrays(nnx.state(resnet(False, "none"), nnx.Param))}
+    scanned_paths = arrays(nnx.state(resnet(True, "none"), nnx.Param)).keys()
+    expected = resnet_scanned(unrolled)
+    converted = to_layout(unrolled, scanned_paths)
+    for name in scanned_paths:
+        np.testing.assert_array_equal(converted[name], expected[name], err_msg=name)
+    back = to_layout({n: expected[n] for n in scanned_paths}, unrolled.keys())
+    for name, value in unrolled.items():
+        np.testing.assert_array_equal(back[name], value, err_msg=name)
+    assert layout_hint(unrolled.keys(), scanned_paths) == "model.scan_layers=false"
+    assert layout_hint(scanned_paths, unrolled.keys()) == "model.scan_layers=true"

@@ -36,6 +36,10 @@ REMAT_POLICIES: dict[str, Callable[..., bool] | None] = {
 }
 _UNROLLED = re.compile(r"^(.*?)((?:^|/)blocks/)(\d+)/(.*)$")  # prefix, "/blocks/", layer, rest
 _STACKED = re.compile(r"^(.*?)((?:^|/)blocks/)(?!\d+/)(.*)$")  # prefix, "/blocks/", rest
+# A ResNet stage (``models/resnet.py``): blocks ``stages/<i>/<j>/...`` unrolled; scanned, block 0
+# (it changes the shape) as ``stages/<i>/first/...`` and blocks 1.. stacked as ``stages/<i>/blocks/...``.
+_STAGE_UNROLLED = re.compile(r"^(.*?stages/\d+/)(\d+)/(.*)$")  # stage, block, rest
+_STAGE_STACKED = re.compile(r"^(.*?stages/\d+/)(first|blocks)/(.*)$")  # stage, part, rest
 
 
 def check_remat(name: str) -> str:
@@ -101,14 +105,17 @@ def rematerialised(
 
 def to_layout(arrays: dict[str, np.ndarray], wanted: Iterable[str]) -> dict[str, np.ndarray]:
     """``arrays`` (path -> array, a checkpoint's) plus the ``wanted`` paths it lacks, made from the
-    other layout: stacked from ``.../blocks/0..n-1/<rest>``, or a layer of ``.../blocks/<rest>``.
-    Paths that neither layout supplies stay absent, for the caller to report.
+    other layout: stacked from ``.../blocks/0..n-1/<rest>``, or a layer of ``.../blocks/<rest>``
+    (a ResNet stage: ``first`` is block 0, ``blocks`` stacks 1..n-1). Paths that neither layout
+    supplies stay absent, for the caller to report.
     """
     out = dict(arrays)
     for name in wanted:
         if name in out:
             continue
-        if (m := _UNROLLED.match(name)) is not None:
+        if (m := _STAGE_UNROLLED.match(name) or _STAGE_STACKED.match(name)) is not None:
+            _stage_layer(arrays, out, name, *m.groups())
+        elif (m := _UNROLLED.match(name)) is not None:
             prefix, blocks, index, rest = m.group(1), m.group(2), int(m.group(3)), m.group(4)
             stacked = arrays.get(f"{prefix}{blocks}{rest}")
             if stacked is not None and index < np.shape(stacked)[0]:
@@ -123,14 +130,41 @@ def to_layout(arrays: dict[str, np.ndarray], wanted: Iterable[str]) -> dict[str,
     return out
 
 
+def _stage_layer(arrays: dict, out: dict, name: str, stage: str, part: str, rest: str) -> None:
+    """``out[name]`` for a ResNet stage's block from the other layout, when the arrays have it."""
+    if part == "first":
+        source = arrays.get(f"{stage}0/{rest}")
+        if source is not None:
+            out[name] = np.asarray(source)
+    elif part == "blocks":
+        parts = []
+        while (path := f"{stage}{len(parts) + 1}/{rest}") in arrays:
+            parts.append(np.asarray(arrays[path]))
+        if parts:
+            out[name] = np.stack(parts)
+    elif int(part) == 0:
+        if (first := arrays.get(f"{stage}first/{rest}")) is not None:
+            out[name] = np.asarray(first)
+    elif (stacked := arrays.get(f"{stage}blocks/{rest}")) is not None and int(part) <= np.shape(stacked)[0]:
+        out[name] = np.asarray(stacked)[int(part) - 1]
+
+
+def _unrolled(path: str) -> bool:
+    return bool(_UNROLLED.match(path) or _STAGE_UNROLLED.match(path))
+
+
+def _stacked(path: str) -> bool:
+    return bool(_STAGE_STACKED.match(path) or (_STACKED.match(path) and not _STAGE_UNROLLED.match(path)))
+
+
 def layout_hint(saved: Iterable[str], new: Iterable[str]) -> str | None:
     """``model.scan_layers=<the saved layout>`` when a checkpoint with paths ``saved`` holds the
     model's blocks (paths ``new``) in the other layout; None when that is not what differs."""
     saved_only, new_only = set(saved) - set(new), set(new) - set(saved)
     if not saved_only or not new_only:
         return None
-    saved_unrolled = all(_UNROLLED.match(p) for p in saved_only) and all(_STACKED.match(p) for p in new_only)
-    saved_stacked = all(_STACKED.match(p) for p in saved_only) and all(_UNROLLED.match(p) for p in new_only)
+    saved_unrolled = all(map(_unrolled, saved_only)) and all(map(_stacked, new_only))
+    saved_stacked = all(map(_stacked, saved_only)) and all(map(_unrolled, new_only))
     if saved_unrolled == saved_stacked:
         return None
     return f"model.scan_layers={'false' if saved_unrolled else 'true'}"
