@@ -145,7 +145,8 @@ class TranslationTask(SupervisedTask):
         return Result(metrics)
 
     def attention(self, state: State) -> dict:
-        """The last decoder block's cross-attention while it reads the fixed example's reference."""
+        """The model's attention over the source (the Transformer's last decoder block, the LSTM
+        decoder's) while it reads the fixed example's reference."""
         source, target = self.example["source"], self.example["target"]
         weights = self.eval_model(state).cross_attention(source, target[:, :-1])
         return {"weights": weights[0], "output": target[0, 1:]}
