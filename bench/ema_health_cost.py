@@ -50,6 +50,7 @@ AVERAGE = {
     "digits_cnn": "optimizer.ema.decay=0.999",
     "digits_vae": "optimizer.ema.decay=0.999",
     "digits_dcgan": "task.optimizers.generator.ema.decay=0.999",
+    "fashion_mnist_cnn": "optimizer.ema.decay=0.999",
 }
 VARIANTS = {  # name: overrides
     "plain": ["trainer.health=false"],
