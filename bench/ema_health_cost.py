@@ -44,20 +44,21 @@ from research.engine.sharding import make_mesh, state_shardings
 from research.engine.steps import Programs
 from research.experiment import build
 
-# recipe: the override that turns its average on (a GAN averages its generator)
+# recipe: the settings of its average (a GAN averages its generator)
 AVERAGE = {
-    "digits_mlp": "optimizer.ema.decay=0.999",
-    "digits_cnn": "optimizer.ema.decay=0.999",
-    "digits_vae": "optimizer.ema.decay=0.999",
-    "digits_dcgan": "task.optimizers.generator.ema.decay=0.999",
-    "fashion_mnist_cnn": "optimizer.ema.decay=0.999",
+    "digits_mlp": "optimizer.ema",
+    "digits_cnn": "optimizer.ema",
+    "digits_vae": "optimizer.ema",
+    "digits_dcgan": "task.optimizers.generator.ema",
+    "fashion_mnist_cnn": "optimizer.ema",
 }
 VARIANTS = {  # name: overrides
     "plain": ["trainer.health=false"],
     "health": ["trainer.health=true"],
     "norms only": ["trainer.health=true"],  # the health signals without the per-step non-finite check
-    "ema": ["trainer.health=false", "{average}"],
-    "health+ema": ["trainer.health=true", "{average}"],
+    "ema": ["trainer.health=false", "{average}.decay=0.999"],
+    "ema per call": ["trainer.health=false", "{average}.decay=0.999", "{average}.every=call"],
+    "health+ema": ["trainer.health=true", "{average}.decay=0.999"],
 }
 
 

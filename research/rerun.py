@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from research import ema
 from research.engine.checkpoint import STATE
 from research.engine.orbax_reads import shape_mismatches
 from research.engine.settings import TrainerConfig
@@ -51,12 +52,23 @@ def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 
 def with_trainer_defaults(saved: dict) -> dict:
-    """``saved`` with every trainer setting it lacks at its default: a run saved before a setting
-    existed ran as that default does, so resuming it with this version is no change of settings."""
+    """``saved`` with every trainer setting it lacks at its default, and every weight average's
+    (an ``ema`` mapping anywhere: the optimizer's, a GAN's generator's): a run saved before a
+    setting existed ran as that default does, so resuming it with this version is no change."""
+    saved = _averages_filled(saved)
     trainer = saved.get("trainer")
     if not isinstance(trainer, dict):
         return saved
     return {**saved, "trainer": _filled(trainer, dataclasses.asdict(TrainerConfig()))}
+
+
+def _averages_filled(tree: Any) -> Any:
+    if not isinstance(tree, dict):
+        return tree
+    out = {k: _averages_filled(v) for k, v in tree.items()}
+    if isinstance(out.get("ema"), dict):
+        out["ema"] = _filled(out["ema"], ema.DEFAULTS)
+    return out
 
 
 def _filled(saved: dict, defaults: dict) -> dict:

@@ -8,7 +8,7 @@ without code of its own.
 
 Cost: the norms are computed only on the steps the engine measures, the last of each dispatch
 of K steps (``engine/steps.py`` traces it apart from the ``lax.scan`` over the others, inside
-:func:`measuring`): the other steps carry no code for them, not even a ``lax.cond``, which on
+``call_position``): the other steps carry no code for them, not even a ``lax.cond``, which on
 XLA's CPU backend makes the update leave its fused loop (+10-30% on a small model) and under
 ``jax.vmap`` (several seeds in one program) would turn into a select that runs both branches.
 Outside such a scope (an optimizer stepped by hand) every update measures. With ``blame``
@@ -23,17 +23,13 @@ comes after it.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-# Whether the step being traced measures the norms (engine/steps.py); None: every update does.
-_MEASURING: contextvars.ContextVar[bool | None] = contextvars.ContextVar("measuring", default=None)
+from research import call_position
 
 
 class HealthState(NamedTuple):
@@ -43,20 +39,6 @@ class HealthState(NamedTuple):
     update_norm: dict[str, jax.Array]  # per group, of that update
     bad_update: jax.Array  # the update where the current non-finite gradients began; 0: none
     bad_groups: dict[str, jax.Array]  # which groups' gradients were non-finite there
-
-
-@contextlib.contextmanager
-def measuring(measure: bool) -> Iterator[None]:
-    """Within (at trace time): the watched optimizers compute their norms, or keep the last ones.
-
-    Read when ``update`` is traced: a task that wrapped its own update in ``jax.jit`` would reuse
-    one trace for both kinds of step (none does; their steps are traced whole by the engine).
-    """
-    token = _MEASURING.set(measure)
-    try:
-        yield
-    finally:
-        _MEASURING.reset(token)
 
 
 def group_of(path: tuple) -> str:
@@ -124,7 +106,7 @@ def watched(tx: optax.GradientTransformation, blame: bool = False) -> optax.Grad
             bad_update = jnp.where(any_bad, jnp.where(streak, health.bad_update, count), 0)
             bad_groups = {n: jnp.where(any_bad & streak, health.bad_groups[n], b) for n, b in bad.items()}
 
-        if _MEASURING.get() is False:
+        if call_position.current() == 0:  # a scanned step: the call's last one measures
             grad_norm, param_norm, update_norm = health.grad_norm, health.param_norm, health.update_norm
         else:
             zero = {n: jnp.zeros((), jnp.float32) for n in names}

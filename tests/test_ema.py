@@ -63,7 +63,7 @@ def test_no_average_unless_asked_and_bad_settings_are_one_line() -> None:
     assert ema.find(state) is None
     for bad, match in (
         ({"decay": 1.0}, "optimizer.ema.decay"),
-        ({"decay": 0.9, "every": 2}, "optimizer.ema"),
+        ({"decay": 0.9, "warmup": 2}, "optimizer.ema"),
     ):
         with pytest.raises(ConfigError, match=match):
             make_optimizer({"_target_": "optax.sgd", "learning_rate": 0.1, "ema": bad}, 4)
@@ -139,3 +139,70 @@ def test_the_average_is_split_over_a_mesh_like_the_parameters(preset_name: str) 
     assert averaged.keys() == {p.removeprefix("params/") for p in specs if p.startswith("params/")}
     assert all(averaged[p] == specs[f"params/{p}"] for p in averaged)
     assert any(s != jax.sharding.PartitionSpec() for s in averaged.values())  # something is split
+
+
+class _LinearTask(_Task):
+    """loss = <w, x> under SGD with a once-per-call average: the gradient of a step is its row."""
+
+    def __init__(self, decay: float) -> None:
+        self.tx = make_optimizer(
+            {"_target_": "optax.sgd", "learning_rate": 0.1, "ema": {"decay": decay, "every": "call"}}, 8
+        )
+
+    def init(self, rng: jax.Array, example: jax.Array) -> dict:
+        params = {"w": jax.random.normal(rng, (3,))}
+        return {"params": params, "opt_state": self.tx.init(params)}
+
+    def train_step(self, state: dict, x: jax.Array) -> tuple[dict, dict]:
+        loss, grads = jax.value_and_grad(lambda p: jnp.dot(p["w"], x))(state["params"])
+        updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
+        return {"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state}, {
+            "loss": loss
+        }
+
+
+@pytest.mark.parametrize("seeds", [1, 2])
+def test_once_per_call_the_average_samples_each_calls_last_weights(seeds: int) -> None:
+    """``every: call``: on the engine's calls of K steps the average mixes in the weights each
+    call's last update starts from, with the decay of the K steps (the debiased recursion of the
+    trajectory sampled every K steps), and the program holds no ``cond`` for it."""
+    from research.engine.replicas import Replicas
+    from research.engine.steps import Programs
+
+    decay, calls, per_call = 0.8, 3, 4
+    task, replicas = _LinearTask(decay), Replicas(num_seeds=seeds)
+    rows = jnp.sin(jnp.arange(3.0 * calls * per_call)).reshape(calls * per_call, 3)
+    programs = Programs(task, lambda data, x: data[x], replicas, per_seed_data=False, state_sharding=None)
+    state = programs.init(replicas.rngs(0), rows[0])
+    w = np.asarray(state["params"]["w"], np.float64)
+    expected = np.zeros_like(w)
+    for call in range(calls):
+        first = call * per_call
+        state, _ = programs.train(state, rows, jnp.arange(first, first + per_call, dtype=jnp.int32))
+        w = w - 0.1 * np.asarray(rows[first : first + per_call - 1]).sum(0)  # the last update's start
+        steps = first + per_call
+        expected = expected + (1 - decay**per_call) / (1 - decay**steps) * (w - expected)
+        w = w - 0.1 * np.asarray(rows[first + per_call - 1])
+    kept = ema.find(state["opt_state"])
+    np.testing.assert_array_equal(np.asarray(kept.count), calls * per_call)  # every step counted
+    np.testing.assert_allclose(
+        np.asarray(kept.ema["w"]), np.broadcast_to(expected, kept.ema["w"].shape), rtol=1e-5
+    )
+    jaxpr = programs._chunk.trace(state, rows, jnp.arange(per_call, dtype=jnp.int32)).jaxpr
+    assert "cond[" not in str(jaxpr)
+
+
+def test_once_per_call_stepped_by_hand_averages_every_step() -> None:
+    """Outside the engine's calls (a task's own loop) ``every: call`` is the per-step average."""
+    _, state = _trajectory(
+        {"_target_": "optax.sgd", "learning_rate": 0.1, "ema": {"decay": 0.8, "every": "call"}}
+    )
+    _, reference = _trajectory({"_target_": "optax.sgd", "learning_rate": 0.1, "ema": {"decay": 0.8}})
+    for a, b in zip(
+        jax.tree.leaves(ema.find(state).ema), jax.tree.leaves(ema.find(reference).ema), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ConfigError, match="optimizer.ema.every='epoch' must be one of step, call"):
+        make_optimizer(
+            {"_target_": "optax.sgd", "learning_rate": 0.1, "ema": {"decay": 0.9, "every": "epoch"}}, 4
+        )

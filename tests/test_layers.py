@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "research"
 
 # Floors from the ground up; a module sits on the floor of its longest matching prefix.
 FLOORS: list[tuple[str, ...]] = [
-    ("errors", "absl_logging", "paths", "images", "console", "tables"),  # what everything may use
+    ("errors", "absl_logging", "paths", "images", "console", "tables", "call_position"),  # what everything may use
     # the parts
     (
         "metrics",

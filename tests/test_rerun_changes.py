@@ -19,3 +19,20 @@ def test_a_new_setting_set_away_from_its_default_is_a_change() -> None:
     new = rerun.with_trainer_defaults(saved)
     new = {**new, "trainer": {**new["trainer"], "log_every": 7}}
     assert rerun.config_changes(rerun.with_trainer_defaults(saved), new) == ["trainer.log_every: 32 -> 7"]
+
+
+def test_a_weight_average_setting_added_since_the_run_was_saved_is_no_change_at_its_default() -> None:
+    """``optimizer.ema.every`` (and a GAN generator's) came after runs that averaged every step."""
+    saved = {"optimizer": {"ema": {"decay": 0.999, "debias": True}}}
+    today = {"optimizer": {"ema": {"decay": 0.999, "debias": True, "every": "step"}}}
+    assert rerun.config_changes(saved, today) == ["optimizer.ema.every: <absent> -> step"]  # before
+    assert rerun.config_changes(rerun.with_trainer_defaults(saved), today) == []
+    gan = {"task": {"optimizers": {"generator": {"ema": {"decay": None, "debias": True}}}}}
+    gan_today = {
+        "task": {"optimizers": {"generator": {"ema": {"decay": None, "debias": True, "every": "step"}}}}
+    }
+    assert rerun.config_changes(rerun.with_trainer_defaults(gan), gan_today) == []
+    per_call = {"optimizer": {"ema": {"decay": 0.999, "debias": True, "every": "call"}}}
+    assert rerun.config_changes(rerun.with_trainer_defaults(saved), per_call) == [
+        "optimizer.ema.every: step -> call"
+    ]

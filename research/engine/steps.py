@@ -18,7 +18,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from research import watch
+from research import call_position
 from research.engine.api import Task
 from research.engine.flops import StepFlops, jaxpr_flops
 from research.engine.replicas import Replicas
@@ -85,14 +85,15 @@ class Programs:
         step = train_replicas if vmapped else train_one
 
         def chunk(state, data, xs):
-            """The steps of ``xs``, the last one traced apart: it alone measures the health
-            signals (research/watch.py), so the others carry no branch for them."""
+            """The steps of ``xs``, the last one traced apart (``research/call_position.py``): it
+            alone measures the health signals and updates a per-call average, so the others
+            carry no branch for them."""
             head, last = (jax.tree.map(lambda a, s=s: a[s], xs) for s in (slice(None, -1), -1))
-            metrics = None
-            if jax.tree.leaves(xs)[0].shape[0] > 1:
-                with watch.measuring(False):
+            metrics, steps = None, jax.tree.leaves(xs)[0].shape[0]
+            if steps > 1:
+                with call_position.tracing(0):
                     state, metrics = jax.lax.scan(lambda s, x: step(s, data, x), state, head)
-            with watch.measuring(True):
+            with call_position.tracing(steps):
                 state, final = step(state, data, last)
             if metrics is None:
                 return state, jax.tree.map(lambda a: a[None], final)
