@@ -3,15 +3,15 @@
     python bench/segmentation_denoising.py                    # train the three recipes, then report
     python bench/segmentation_denoising.py --runs DIR         # report runs already under DIR/<recipe>
     python bench/segmentation_denoising.py --segmentation trainer.max_steps=640 trainer.eval_every=320
-                                   # the two segmentation recipes side by side (overrides: a shortened run)
+                                   # the two segmentation recipes only (overrides: a shortened run)
 
 Trains fashion_mnist_unet_segmentation, fashion_mnist_segmentation_no_skip and
 fashion_mnist_denoising one after another (``nice``: the machine may be shared), each in its
-own run directory, and prints the wall time and load average of each, test mean IoU and
-per-class IoU of both segmentation networks, and test PSNR/SSIM of the noisy and denoised
-images. A run that has not finished is reported from its last validation record.
-``--segmentation`` trains only the two segmentation recipes, at the same time (two processes
-on a shared machine get the same share of it), with any overrides given after it.
+own run directory, and prints the wall time, CPU seconds and load average of each, test mean
+IoU and per-class IoU of both segmentation networks, and test PSNR/SSIM of the noisy and
+denoised images. A run that has not finished is reported from its last validation record.
+``--segmentation`` trains only the two segmentation recipes, one after the other, with any
+overrides given after it.
 Targets: mean IoU >= 0.75 with the U-Net and above the no-skip network; PSNR gain >= 6 dB.
 """
 
@@ -36,20 +36,17 @@ def command(recipe: str, run_dir: Path, overrides: list[str]) -> list[str]:
             "trainer.progress=false", f"hydra.run.dir={run_dir}", *overrides]  # fmt: skip
 
 
-def train(recipe: str, run_dir: Path) -> None:
-    start, load = time.time(), os.getloadavg()[0]
-    subprocess.run(command(recipe, run_dir, []), check=True)
-    print(f"{recipe}: {time.time() - start:.0f} s wall, load average {load:.1f} -> {os.getloadavg()[0]:.1f}")
+def cpu_seconds() -> float:
+    """User + system CPU seconds of the finished child processes so far."""
+    times = os.times()
+    return times.children_user + times.children_system
 
 
-def train_segmentation(root: Path, overrides: list[str]) -> None:
-    """Both segmentation recipes at once, with the same overrides."""
-    start, load = time.time(), os.getloadavg()[0]
-    runs = [subprocess.Popen(command(recipe, root / recipe, overrides)) for recipe in SEGMENTATION]
-    if any(run.wait() for run in runs):
-        raise SystemExit("a segmentation run failed")
-    print(f"segmentation pair: {time.time() - start:.0f} s wall, load average {load:.1f} -> "
-          f"{os.getloadavg()[0]:.1f}")  # fmt: skip
+def train(recipe: str, run_dir: Path, overrides: list[str]) -> None:
+    start, cpu, load = time.time(), cpu_seconds(), os.getloadavg()[0]
+    subprocess.run(command(recipe, run_dir, overrides), check=True)
+    print(f"{recipe}: {time.time() - start:.0f} s wall, {cpu_seconds() - cpu:.0f} CPU s, "
+          f"load average {load:.1f} -> {os.getloadavg()[0]:.1f}")  # fmt: skip
 
 
 def figures(run_dir: Path) -> dict:
@@ -90,15 +87,16 @@ def main() -> None:
     )
     parser.add_argument(
         "--segmentation", nargs="*", metavar="OVERRIDE", default=None,
-        help="train only the two segmentation recipes, side by side, with these overrides",
+        help="train only the two segmentation recipes, one after the other, with these overrides",
     )  # fmt: skip
     args = parser.parse_args()
     root = args.runs or Path("runs") / "bench" / f"segmentation_denoising_{time.strftime('%Y%m%d-%H%M%S')}"
     if args.runs is None and args.segmentation is not None:
-        train_segmentation(root, args.segmentation)
+        for recipe in SEGMENTATION:
+            train(recipe, root / recipe, args.segmentation)
     elif args.runs is None:
         for recipe in (*SEGMENTATION, DENOISING):
-            train(recipe, root / recipe)
+            train(recipe, root / recipe, [])
     report(root)
 
 

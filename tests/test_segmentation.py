@@ -154,7 +154,13 @@ def test_unet_gives_per_pixel_logits_and_checks_sizes() -> None:
 
         return jax.eval_shape(run).shape
 
-    for kwargs in ({}, {"skip": False}, {"encoder": "resnet"}, {"bottleneck_dense": 6}):
+    for kwargs in (
+        {},
+        {"skip": False},
+        {"encoder": "resnet"},
+        {"bottleneck_dense": 6},
+        {"coarse_logits": True},
+    ):
         assert shape(**kwargs) == (2, 16, 16, 5)
 
     def count(**kwargs) -> int:
@@ -164,8 +170,22 @@ def test_unet_gives_per_pixel_logits_and_checks_sizes() -> None:
     assert count(skip=False) < count()  # the decoder's convs read half as many channels
     cells = 4 * 4 * 8  # the bottleneck: 16x16 halved twice, 8 channels
     assert count(bottleneck_dense=6) - count() == cells * 6 + 6 + 6 * cells + cells
+    assert count(coarse_logits=True) - count() == 8 * 5 + 5  # a 1x1 conv from the bottleneck's 8 channels
     with pytest.raises(ConfigError, match="divisible by 4"):
         UNet((18, 18, 1), 5, [4, 8, 8], rngs=nnx.Rngs(0))
+
+
+def test_coarse_logits_add_the_bottlenecks_upsampled_class_scores() -> None:
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 1))
+    model = UNet((8, 8, 1), 5, [2, 4], coarse_logits=True, rngs=nnx.Rngs(0))
+    model.coarse.kernel.value = jnp.zeros_like(model.coarse.kernel[...])
+    model.coarse.bias.value = jnp.zeros(5)
+    fine = model(x)  # the coarse scores are zero: the full-resolution head's alone
+    model.coarse.bias.value = jnp.arange(5.0)  # a constant map upsamples to itself
+    np.testing.assert_allclose(model(x), fine + jnp.arange(5.0), atol=1e-5)
+    model.coarse.kernel.value = jnp.ones_like(model.coarse.kernel[...])  # now they vary over the image
+    shift = np.asarray(model(x) - fine)
+    assert np.ptp(shift[..., 0]) > 1e-3 and np.allclose(shift[..., 1] - shift[..., 0], 1.0, atol=1e-5)
 
 
 def test_the_up_convolution_is_a_2x2_stride_2_transposed_conv() -> None:

@@ -14,6 +14,9 @@ what the skips are worth). ``encoder`` picks the encoder's blocks:
 its output added back to every cell: as a classifier's dense layer does, it lets each cell
 see the whole scene at once, where stacked 3x3 convs see it only through a narrow effective
 receptive field (the input size is then fixed).
+``coarse_logits`` adds class logits read off the bottleneck by a 1x1 conv, bilinearly upsampled,
+to the full-resolution head's (FCN's coarse scores): the loss then reaches the level where
+whole garments are told apart in one step, not through every up-convolution.
 """
 
 from __future__ import annotations
@@ -107,6 +110,7 @@ class UNet(nnx.Module):
         batch_norm_momentum: float = 0.9,
         conv_impl: str = "auto",
         bottleneck_dense: int = 0,
+        coarse_logits: bool = False,
         *,
         rngs: nnx.Rngs,
     ):
@@ -148,6 +152,8 @@ class UNet(nnx.Module):
             blocks.append(DoubleConv(shallow * (2 if skip else 1), shallow, conv, norm, self.act, rngs=rngs))
         self.ups, self.up_blocks = nnx.List(ups), nnx.List(blocks)
         self.head = nnx.Conv(widths[0], int(num_outputs), (1, 1), rngs=rngs)
+        coarse = nnx.Conv(widths[-1], int(num_outputs), (1, 1), rngs=rngs) if coarse_logits else None
+        self.coarse = nnx.data(coarse)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         features = []
@@ -158,7 +164,12 @@ class UNet(nnx.Module):
             features.append(x)
         if self.context is not None:  # every bottleneck cell sees the whole scene
             x = x + self.context(x.reshape(x.shape[0], -1)).reshape(x.shape)
+        bottleneck = x
         for up, block, skipped in zip(self.ups, self.up_blocks, reversed(features[:-1]), strict=True):
             x = self.act(up(x))
             x = block(jnp.concatenate([x, skipped], axis=-1) if self.skip else x)
-        return self.head(x)
+        logits = self.head(x)
+        if self.coarse is not None:
+            coarse = self.coarse(bottleneck)
+            logits = logits + jax.image.resize(coarse, logits.shape, "bilinear").astype(logits.dtype)
+        return logits
