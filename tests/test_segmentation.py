@@ -173,6 +173,8 @@ def test_unet_gives_per_pixel_logits_and_checks_sizes() -> None:
     assert count(coarse_logits=True) - count() == 8 * 5 + 5  # a 1x1 conv from the bottleneck's 8 channels
     with pytest.raises(ConfigError, match="divisible by 4"):
         UNet((18, 18, 1), 5, [4, 8, 8], rngs=nnx.Rngs(0))
+    with pytest.raises(ConfigError, match="model.coarse_logits must be true or false"):
+        UNet((16, 16, 1), 5, [4, 8, 8], coarse_logits="yes", rngs=nnx.Rngs(0))
 
 
 def test_coarse_logits_add_the_bottlenecks_upsampled_class_scores() -> None:

@@ -122,6 +122,8 @@ class UNet(nnx.Module):
                 f"model.channels={widths} needs at least 2 levels and H, W divisible by {step} "
                 f"(it halves them {len(widths) - 1} times); the data gives {height}x{width}"
             )
+        if not isinstance(coarse_logits, bool):
+            raise ConfigError(f"model.coarse_logits must be true or false, got {coarse_logits!r}")
         self.encoder_kind = choice("encoder", encoder, ENCODERS)
         impl = resolve(choice("conv_impl", conv_impl, CONV_IMPLS), "im2col", "xla")
         conv = partial(same_conv, conv_general_dilated=conv_function(impl))
