@@ -4,11 +4,13 @@ The student is ``fashion_mnist_cnn_distill``'s quarter-width CNN. Both sides are
 ``research.experiment.run`` with ``trainer.num_seeds=K`` (K replicas vmapped in one program): once
 with ``task=distillation`` reading the teacher run, once with ``task=classification``. Same data
 order per seed, same schedule and number of updates; only the loss differs. Prints a markdown row
-per side (test accuracy mean +- sample std over the seeds, wall time) and the per-seed figures.
+per side (test accuracy mean +- sample std over the seeds, each seed's, wall time), then JSON.
 
     python -m research.train +experiment=fashion_mnist_cnn hydra.run.dir=runs/fashion_mnist_cnn_teacher
-    python bench/distillation.py --teacher runs/fashion_mnist_cnn_teacher               # 2 epochs, 3 seeds
-    python bench/distillation.py --teacher runs/fashion_mnist_cnn_teacher --epochs 10   # a longer budget
+    python bench/distillation.py --teacher runs/fashion_mnist_cnn_teacher                # 5 epochs, seeds 0-2
+    python bench/distillation.py --teacher runs/fashion_mnist_cnn_teacher --first-seed 3 # seeds 3-5
+    python bench/distillation.py --teacher runs/fashion_mnist_cnn_teacher --only distilled --alpha 0.9 \
+        --temperature 4                                                                  # Hinton's setting
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from research.experiment import run
 from research.statistics import std
 
 RECIPE = "fashion_mnist_cnn_distill"
+SCRATCH = ["task=classification", "~task.alpha", "~task.temperature"]  # the recipe's loss settings dropped
 
 
 def whole_run(overrides: list[str], run_dir: Path) -> tuple[float, dict]:
@@ -41,8 +44,9 @@ def whole_run(overrides: list[str], run_dir: Path) -> tuple[float, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", required=True, help="a finished fashion_mnist_cnn run directory")
-    parser.add_argument("--epochs", type=int, default=2, help="the students' budget")
+    parser.add_argument("--epochs", type=int, default=None, help="the students' budget (the recipe's)")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="the first of the seeds")
     parser.add_argument("--alpha", type=float, default=None, help="task.alpha (default: the recipe's)")
     parser.add_argument("--temperature", type=float, default=None, help="task.temperature (the recipe's)")
     parser.add_argument("--only", choices=("scratch", "distilled"), default=None, help="run one side")
@@ -53,8 +57,9 @@ def main() -> None:
     print(f"teacher {args.teacher}: test accuracy {teacher['test/accuracy']:.4f}, {teacher['steps']} steps\n")
     common = [
         "logger=none",
-        f"trainer.epochs={args.epochs}",
+        *([f"trainer.epochs={args.epochs}"] if args.epochs is not None else []),
         f"trainer.num_seeds={args.seeds}",
+        f"seed={args.first_seed}",
         "trainer.progress=false",
         "trainer.plots=false",
         "trainer.checkpoint.enabled=false",
@@ -65,7 +70,7 @@ def main() -> None:
         if v is not None
     ]
     sides = {
-        "from scratch (task=classification)": ["task=classification"],
+        "from scratch (task=classification)": SCRATCH,
         f"distilled ({' '.join(loss) or 'task=distillation'})": [
             f"task.teacher.run={Path(args.teacher).resolve()}",
             *loss,
@@ -73,15 +78,19 @@ def main() -> None:
     }
     if args.only:
         sides = dict([list(sides.items())[args.only == "distilled"]])
-    print(f"| student, {args.epochs} epochs x {args.seeds} seeds | test accuracy, mean +- std | wall |")
-    print("|---|---|---|")
+    epochs = args.epochs or compose_train([f"+experiment={RECIPE}"]).trainer.epochs
+    budget = f"{epochs} epochs x {args.seeds} seeds"
+    print(f"| student, {budget} | test accuracy, mean +- std | per seed | wall |")
+    print("|---|---|---|---|")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for i, (label, overrides) in enumerate(sides.items()):
             wall, summary = whole_run([*common, *overrides], Path(tmp) / str(i))
             accuracy = np.asarray(summary["test/accuracy_per_seed"], np.float64)
             results[label] = {"test_accuracy": accuracy.tolist(), "wall_s": wall, "steps": summary["steps"]}
-            print(f"| {label} | {accuracy.mean():.4f} +- {std(accuracy):.4f} | {wall:.0f} s |", flush=True)
+            seeds = ", ".join(f"{a:.4f}" for a in accuracy)
+            mean = f"{accuracy.mean():.4f} +- {std(accuracy):.4f}"
+            print(f"| {label} | {mean} | {seeds} | {wall:.0f} s |", flush=True)
     print("\n" + json.dumps({"teacher_test_accuracy": teacher["test/accuracy"], **results}))
 
 
