@@ -21,7 +21,7 @@ updates (Kauldron's ``ema_params(debias=True)``).
 instead of at every step, with the decay of the K steps between (``decay ** K``): the average of
 the trajectory sampled at each call's end, over the same horizon, as ema-pytorch's
 ``update_every``. It costs the average's pass over the weights once per call, not once per step
-(1-2% of a ~1 ms step instead of 5-15%, docs/benchmarks.md): the engine traces a call's last step
+(0-3% of a ~1 ms step instead of 4-15%, docs/benchmarks.md): the engine traces a call's last step
 apart (``call_position``), so the other steps hold no code for it, not even a ``lax.cond``, with
 one seed or many. Stepped outside the engine (a task's own loop) it averages every step.
 """

@@ -51,7 +51,7 @@ def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def with_trainer_defaults(saved: dict) -> dict:
+def with_setting_defaults(saved: dict) -> dict:
     """``saved`` with every trainer setting it lacks at its default, and every weight average's
     (an ``ema`` mapping anywhere: the optimizer's, a GAN's generator's): a run saved before a
     setting existed ran as that default does, so resuming it with this version is no change."""
@@ -108,7 +108,7 @@ def check(run_dir: Path, config: dict, abstract_state: Any, total_steps: int) ->
             )
         return []
     old = saved_config(run_dir) or {}
-    changes = config_changes(with_trainer_defaults(old), config) if old else []
+    changes = config_changes(with_setting_defaults(old), config) if old else []
     if abstract_state is not None:
         mismatched = _mismatches(run_dir, steps, abstract_state)
         if mismatched:
