@@ -1,5 +1,5 @@
 """Federated training figures (issue 32): a round in one program against ten clients one after
-another, and what FedAvg, FedProx and FedAdam reach on Fashion-MNIST, IID and Dirichlet-skewed.
+another, and what FedAvg, FedProx, FedAvgM and FedAdam reach on Fashion-MNIST, IID and Dirichlet-skewed.
 
 ``speed``: one round of the recipe's K = 10 clients (``fashion_mnist_fedavg``) as the one
 compiled program the engine runs, against the same ten clients trained one after the other
@@ -11,8 +11,9 @@ process (all threads: the work done, which a shared machine's load inflates less
 
 ``quality``: whole runs through ``research.experiment.run``: centralised training on as many
 examples as the federated runs see (rounds x 10 clients x local steps x batch), FedAvg IID,
-and on a Dirichlet alpha = 0.1 partition FedAvg, FedProx and FedAdam, for each seed (seed 0 of
-every setting first, so a cut run still has every setting). One JSON line per run in ``--out``;
+and on a Dirichlet alpha = 0.1 partition FedAvg, FedProx, FedAvgM and FedAdam, for each seed (seed 0 of
+every setting first, so a cut run still has every setting; ``--extra`` overrides are added to
+each setting and to its name, for a sweep). One JSON line per run in ``--out``;
 ``--table`` prints the Markdown table from it.
 
     python bench/federated.py speed --rounds 3
@@ -44,7 +45,12 @@ SETTINGS = {
     "centralised": ["trainer.federated.clients=null"],
     "fedavg_iid": [],
     "fedavg_dirichlet_0.1": SKEW,
-    "fedprox_dirichlet_0.1": [*SKEW, "trainer.federated.algorithm=fedprox", "trainer.federated.mu=0.1"],
+    "fedprox_dirichlet_0.1": [*SKEW, "trainer.federated.algorithm=fedprox", "trainer.federated.mu=1.0"],
+    "fedavgm_dirichlet_0.1": [
+        *SKEW,
+        "trainer.federated.server_lr=0.5",
+        "trainer.federated.server_momentum=0.5",
+    ],
     "fedadam_dirichlet_0.1": [
         *SKEW,
         "trainer.federated.server_optimizer=adam",
@@ -135,12 +141,15 @@ def speed(rounds: int, local_steps: int, experiment: str) -> dict:
     }
 
 
-def quality(rounds: int, local_steps: int, seeds: list[int], out: Path, only: list[str]) -> None:
+def quality(
+    rounds: int, local_steps: int, seeds: list[int], out: Path, only: list[str], extra: list[str]
+) -> None:
     examples_steps = rounds * 10 * local_steps  # centralised steps of the same batch
     for seed in seeds:
         for name, overrides in SETTINGS.items():
             if only and name not in only:
                 continue
+            overrides = [*overrides, *extra]
             length = (
                 [f"trainer.max_steps={examples_steps}", f"trainer.eval_every={examples_steps}"]
                 if name == "centralised"
@@ -157,7 +166,7 @@ def quality(rounds: int, local_steps: int, seeds: list[int], out: Path, only: li
                 summary = run(cfg, Path(tmp))
                 wall = time.perf_counter() - t
             row = {
-                "setting": name,
+                "setting": " ".join([name, *extra]),
                 "seed": seed,
                 "rounds": rounds,
                 "local_steps": local_steps,
@@ -178,10 +187,8 @@ def table(out: Path) -> str:
         "| wall s per run |",
         "|---|---|---|---|---|---|",
     ]
-    for name in SETTINGS:
+    for name in dict.fromkeys(r["setting"] for r in rows):  # in the order first run
         mine = [r for r in rows if r["setting"] == name]
-        if not mine:
-            continue
         acc = np.asarray([r["test_accuracy"] for r in mine])
         spread = f" +- {acc.std(ddof=1):.3f}" if len(acc) > 1 else ""
         fair = "-"
@@ -205,13 +212,14 @@ def main() -> None:
     parser.add_argument("--local-steps", type=int, default=20)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--only", nargs="*", default=[], help="settings to run (default: all)")
+    parser.add_argument("--extra", nargs="*", default=[], help="quality: overrides added to each setting")
     parser.add_argument("--out", type=Path, default=Path("federated_bench.jsonl"))
     parser.add_argument("--experiment", default=RECIPE, help="speed: the recipe (10 clients)")
     args = parser.parse_args()
     if args.part == "speed":
         print(json.dumps(speed(args.rounds, args.local_steps, args.experiment), indent=1))
     elif args.part == "quality":
-        quality(args.rounds, args.local_steps, args.seeds, args.out, args.only)
+        quality(args.rounds, args.local_steps, args.seeds, args.out, args.only, args.extra)
         print(table(args.out))
     else:
         print(table(args.out))

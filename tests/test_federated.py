@@ -114,6 +114,25 @@ def test_fedavg_aggregate_is_the_example_weighted_mean_of_the_client_updates() -
     assert float(state["params"]["w"]) == pytest.approx(float(by_hand["w"]), rel=1e-5)
 
 
+def test_fedavgm_carries_the_servers_momentum_across_rounds() -> None:
+    """FedAvgM: the server's step is lr * (momentum * last step + this round's averaged delta)."""
+    settings = FederatedConfig(clients=3, local_steps=2, server_lr=0.5, server_momentum=0.9)
+    fed, state, data, partition = make(settings)
+    step = jax.jit(fed.train_step)
+    velocity, moves = 0.0, []
+    for _ in range(3):
+        before = float(state["params"]["w"])
+        rounds_before = np.asarray(state["federated"]["clients"]["params"]["w"]).copy()
+        state, _ = step(state, data)
+        client_w = np.asarray(state["federated"]["clients"]["params"]["w"])
+        delta = np.sum(partition.counts * (client_w - before)) / partition.counts.sum()
+        velocity = 0.9 * velocity + delta
+        moves.append(float(state["params"]["w"]) - before)
+        assert moves[-1] == pytest.approx(0.5 * velocity, rel=1e-5)
+        assert not np.allclose(client_w, rounds_before)
+    assert abs(moves[-1] - 0.5 * delta) > 1e-4, "the momentum changed the last step"
+
+
 @pytest.mark.parametrize("local", [{"local_steps": 5}, {"local_steps": None, "local_epochs": 1.0}])
 def test_each_client_trains_only_on_its_own_partition(local: dict) -> None:
     settings = FederatedConfig(clients=5, partition="dirichlet", alpha=0.3, **local)
@@ -156,6 +175,11 @@ def test_partitions_are_deterministic_and_dirichlet_skews_the_labels() -> None:
         ),
         ({"clients": 3, "clients_per_round": 4}, "clients_per_round=4 exceeds clients=3"),
         ({"clients": 3, "local_epochs": 1.0}, "set one of local_steps and local_epochs"),
+        ({"clients": 3, "server_momentum": 1.0}, "server_momentum must be null or in"),
+        (
+            {"clients": 3, "server_optimizer": "adam", "server_momentum": 0.9},
+            "server_momentum is FedAvgM's, for server_optimizer=sgd",
+        ),
     ],
 )
 def test_bad_federated_settings_are_one_line(settings: dict, words: str) -> None:

@@ -10,8 +10,8 @@ here ``Rounds``: the feed and the shardings). One round, one compiled program:
    own examples), vmapped over the clients, on batches drawn from its partition only;
 4. the server averages the clients' models weighted by their example counts and applies its
    optimizer (an optax transform) to the averaged delta of the trainable keys: SGD at rate 1
-   is FedAvg, Adam/Yogi are FedAdam/FedYogi (Reddi et al. 2021). Other model variables (batch
-   statistics) take the weighted mean.
+   is FedAvg, with momentum FedAvgM (Hsu et al. 2019), Adam/Yogi are FedAdam/FedYogi (Reddi et
+   al. 2021). Other model variables (batch statistics) take the weighted mean.
 
 FedProx (Li et al. 2020) adds ``mu * (w - w_global)`` to every local gradient through
 ``proximal``, an optax transform in front of the client optimizer whose anchor the round sets
@@ -92,7 +92,7 @@ def server_optimizer(settings: FederatedConfig) -> optax.GradientTransformation:
         return optax.adam(s.server_lr, b1=s.server_b1, b2=s.server_b2, eps=s.server_eps)
     if s.server_optimizer == "yogi":
         return optax.yogi(s.server_lr, b1=s.server_b1, b2=s.server_b2, eps=s.server_eps)
-    return optax.sgd(s.server_lr)
+    return optax.sgd(s.server_lr, momentum=s.server_momentum)
 
 
 def plan(trainer: TrainerConfig, dataset: Dataset | None, seed: int) -> partition_lib.Partition | None:
@@ -115,6 +115,11 @@ def plan(trainer: TrainerConfig, dataset: Dataset | None, seed: int) -> partitio
     if settings.clients_per_round is not None and settings.clients_per_round > k:
         raise ConfigError(
             f"trainer.federated.clients_per_round={settings.clients_per_round} exceeds clients={k}"
+        )
+    if settings.server_momentum is not None and settings.server_optimizer != "sgd":
+        raise ConfigError(
+            "trainer.federated.server_momentum is FedAvgM's, for server_optimizer=sgd: set it to null "
+            f"with server_optimizer={settings.server_optimizer} (use server_b1)"
         )
     arrays = dataset.splits["train"].arrays()
     num = len(next(iter(arrays.values())))

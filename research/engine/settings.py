@@ -96,12 +96,17 @@ class FederatedConfig:
     mu: float = dataclasses.field(  # fedprox: mu/2 ||w - w_global||^2 on every local step
         default=0.01, metadata=_check(lambda v: v >= 0, "a number >= 0")
     )
-    # The server's optax step on the averaged client delta: sgd at server_lr 1 is FedAvg;
+    # The server's optax step on the averaged client delta: sgd at server_lr 1 is FedAvg, with
+    # server_momentum FedAvgM;
     # adam/yogi with b1, b2 and eps (tau) are FedAdam/FedYogi (Reddi et al. 2021).
     server_optimizer: str = dataclasses.field(
         default="sgd", metadata=_check(lambda v: v in ("sgd", "adam", "yogi"), "sgd, adam or yogi")
     )
     server_lr: float = dataclasses.field(default=1.0, metadata=_check(lambda v: v > 0, "a positive number"))
+    # sgd only: heavy-ball momentum on the server's step, FedAvgM (Hsu et al. 2019); null = none.
+    server_momentum: float | None = dataclasses.field(
+        default=None, metadata=_check(lambda v: v is None or 0 <= v < 1, "null or in [0, 1)")
+    )
     server_b1: float = dataclasses.field(default=0.9, metadata=_check(lambda v: 0 <= v < 1, "in [0, 1)"))
     server_b2: float = dataclasses.field(default=0.99, metadata=_check(lambda v: 0 <= v < 1, "in [0, 1)"))
     server_eps: float = dataclasses.field(default=1e-3, metadata=_check(lambda v: v > 0, "a positive number"))
