@@ -160,6 +160,7 @@ def test_unet_gives_per_pixel_logits_and_checks_sizes() -> None:
         {"encoder": "resnet"},
         {"bottleneck_dense": 6},
         {"coarse_logits": True},
+        {"side_logits": True, "skip": False},
     ):
         assert shape(**kwargs) == (2, 16, 16, 5)
 
@@ -171,10 +172,13 @@ def test_unet_gives_per_pixel_logits_and_checks_sizes() -> None:
     cells = 4 * 4 * 8  # the bottleneck: 16x16 halved twice, 8 channels
     assert count(bottleneck_dense=6) - count() == cells * 6 + 6 + 6 * cells + cells
     assert count(coarse_logits=True) - count() == 8 * 5 + 5  # a 1x1 conv from the bottleneck's 8 channels
+    assert count(side_logits=True) - count() == 8 * 5 + 5  # a 1x1 conv on the 8x8 level (8 channels)
     with pytest.raises(ConfigError, match="divisible by 4"):
         UNet((18, 18, 1), 5, [4, 8, 8], rngs=nnx.Rngs(0))
     with pytest.raises(ConfigError, match="model.coarse_logits must be true or false"):
         UNet((16, 16, 1), 5, [4, 8, 8], coarse_logits="yes", rngs=nnx.Rngs(0))
+    with pytest.raises(ConfigError, match="model.side_logits must be true or false"):
+        UNet((16, 16, 1), 5, [4, 8, 8], side_logits=1, rngs=nnx.Rngs(0))
 
 
 def test_coarse_logits_add_the_bottlenecks_upsampled_class_scores() -> None:
@@ -188,6 +192,19 @@ def test_coarse_logits_add_the_bottlenecks_upsampled_class_scores() -> None:
     model.coarse.kernel.value = jnp.ones_like(model.coarse.kernel[...])  # now they vary over the image
     shift = np.asarray(model(x) - fine)
     assert np.ptp(shift[..., 0]) > 1e-3 and np.allclose(shift[..., 1] - shift[..., 0], 1.0, atol=1e-5)
+
+
+def test_side_logits_add_every_inner_decoder_levels_upsampled_class_scores() -> None:
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 1))
+    model = UNet((8, 8, 1), 5, [2, 4, 4], side_logits=True, rngs=nnx.Rngs(0))
+    assert len(model.sides) == 1  # the 4x4 level; the 2x2 bottleneck has no side, full resolution is the head
+    side = model.sides[0]
+    side.kernel.value, side.bias.value = jnp.zeros_like(side.kernel[...]), jnp.zeros(5)
+    plain = model(x)  # zero side scores: the head's alone
+    side.bias.value = jnp.arange(5.0)
+    np.testing.assert_allclose(model(x), plain + jnp.arange(5.0), atol=1e-5)
+    side.kernel.value = jnp.ones_like(side.kernel[...])
+    assert np.ptp(np.asarray(model(x) - plain)[..., 0]) > 1e-3  # now they vary over the image
 
 
 def test_the_up_convolution_is_a_2x2_stride_2_transposed_conv() -> None:

@@ -17,6 +17,8 @@ receptive field (the input size is then fixed).
 ``coarse_logits`` adds class logits read off the bottleneck by a 1x1 conv, bilinearly upsampled,
 to the full-resolution head's (FCN's coarse scores): the loss then reaches the level where
 whole garments are told apart in one step, not through every up-convolution.
+``side_logits`` adds, likewise, class logits of every decoder level below full resolution
+(1x1 convs, upsampled): FCN-16s/8s's finer scores, a short path from the loss to each level.
 """
 
 from __future__ import annotations
@@ -111,6 +113,7 @@ class UNet(nnx.Module):
         conv_impl: str = "auto",
         bottleneck_dense: int = 0,
         coarse_logits: bool = False,
+        side_logits: bool = False,
         *,
         rngs: nnx.Rngs,
     ):
@@ -122,8 +125,9 @@ class UNet(nnx.Module):
                 f"model.channels={widths} needs at least 2 levels and H, W divisible by {step} "
                 f"(it halves them {len(widths) - 1} times); the data gives {height}x{width}"
             )
-        if not isinstance(coarse_logits, bool):
-            raise ConfigError(f"model.coarse_logits must be true or false, got {coarse_logits!r}")
+        for key, value in (("coarse_logits", coarse_logits), ("side_logits", side_logits)):
+            if not isinstance(value, bool):
+                raise ConfigError(f"model.{key} must be true or false, got {value!r}")
         self.encoder_kind = choice("encoder", encoder, ENCODERS)
         impl = resolve(choice("conv_impl", conv_impl, CONV_IMPLS), "im2col", "xla")
         conv = partial(same_conv, conv_general_dilated=conv_function(impl))
@@ -153,6 +157,8 @@ class UNet(nnx.Module):
             ups.append(UpConv(deep, shallow, rngs=rngs))
             blocks.append(DoubleConv(shallow * (2 if skip else 1), shallow, conv, norm, self.act, rngs=rngs))
         self.ups, self.up_blocks = nnx.List(ups), nnx.List(blocks)
+        sides = [nnx.Conv(w, int(num_outputs), (1, 1), rngs=rngs) for w in reversed(widths[1:-1])]
+        self.sides = nnx.List(sides if side_logits else [])
         self.head = nnx.Conv(widths[0], int(num_outputs), (1, 1), rngs=rngs)
         coarse = nnx.Conv(widths[-1], int(num_outputs), (1, 1), rngs=rngs) if coarse_logits else None
         self.coarse = nnx.data(coarse)
@@ -166,12 +172,14 @@ class UNet(nnx.Module):
             features.append(x)
         if self.context is not None:  # every bottleneck cell sees the whole scene
             x = x + self.context(x.reshape(x.shape[0], -1)).reshape(x.shape)
-        bottleneck = x
-        for up, block, skipped in zip(self.ups, self.up_blocks, reversed(features[:-1]), strict=True):
+        scores = [] if self.coarse is None else [self.coarse(x)]
+        levels = zip(self.ups, self.up_blocks, reversed(features[:-1]), strict=True)
+        for i, (up, block, skipped) in enumerate(levels):
             x = self.act(up(x))
             x = block(jnp.concatenate([x, skipped], axis=-1) if self.skip else x)
+            if i < len(self.sides):
+                scores.append(self.sides[i](x))
         logits = self.head(x)
-        if self.coarse is not None:
-            coarse = self.coarse(bottleneck)
+        for coarse in scores:
             logits = logits + jax.image.resize(coarse, logits.shape, "bilinear").astype(logits.dtype)
         return logits
