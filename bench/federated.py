@@ -41,18 +41,19 @@ from research.experiment import build, run
 RECIPE = "+experiment=fashion_mnist_fedavg"
 QUIET = ["logger=none", "trainer.progress=false", "trainer.plots=false", "trainer.checkpoint.enabled=false"]
 SKEW = ["trainer.federated.partition=dirichlet", "trainer.federated.alpha=0.1"]
+PROX = ["trainer.federated.algorithm=fedprox", "trainer.federated.mu=1.0"]
+PLAIN = ["trainer.federated.server_momentum=null"]  # FedAvg: the server adds the averaged delta
 SETTINGS = {
     "centralised": ["trainer.federated.clients=null"],
-    "fedavg_iid": [],
-    "fedavg_dirichlet_0.1": SKEW,
-    "fedprox_dirichlet_0.1": [*SKEW, "trainer.federated.algorithm=fedprox", "trainer.federated.mu=1.0"],
-    "fedavgm_dirichlet_0.1": [
-        *SKEW,
-        "trainer.federated.server_lr=0.5",
-        "trainer.federated.server_momentum=0.5",
-    ],
+    "fedavgm_iid": [],  # the recipe: server momentum 0.5 (FedAvgM)
+    "fedavg_iid": PLAIN,
+    "fedavg_dirichlet_0.1": [*SKEW, *PLAIN],
+    "fedavgm_dirichlet_0.1": SKEW,
+    "fedavgm_lr0.5_dirichlet_0.1": [*SKEW, "trainer.federated.server_lr=0.5"],
+    "fedprox_dirichlet_0.1": [*SKEW, *PLAIN, *PROX],
     "fedadam_dirichlet_0.1": [
         *SKEW,
+        *PLAIN,
         "trainer.federated.server_optimizer=adam",
         "trainer.federated.server_lr=0.01",
     ],
